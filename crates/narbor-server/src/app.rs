@@ -1,0 +1,314 @@
+//! The server's state and the two kinds of fill: NARs (streamed to disk and to
+//! every waiting client) and documents (narinfo, listings, logs, realisations:
+//! small, fetched whole, checked, stored inline).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use narbor_proto::{CacheUrl, NarInfo, Sha256};
+use narbor_store::{DiskStore, StoreError};
+use tokio::sync::watch;
+
+use crate::fill::{FillState, InFlight, Role};
+use crate::upstream::{transport, Lookup, Upstreams};
+use crate::ServerConfig;
+
+/// The largest document (narinfo, listing, log) narbor fetches and stores.
+pub const DOCUMENT_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// The result of fetching a document, shared by every client that asked.
+#[derive(Debug, Clone)]
+pub enum DocOutcome {
+    Found(Bytes),
+    NotFound,
+    /// The upstream had it but it failed a check (signature, store path):
+    /// neither stored nor served.
+    Rejected(Arc<str>),
+    Failed(Arc<str>),
+}
+
+pub struct Server {
+    pub config: ServerConfig,
+    pub store: Arc<DiskStore>,
+    pub upstreams: Upstreams,
+    pub(crate) nar_fills: Arc<InFlight<FillState>>,
+    pub(crate) doc_fills: Arc<InFlight<Option<DocOutcome>>>,
+    negative: Mutex<HashMap<String, Instant>>,
+}
+
+impl Server {
+    pub fn new(
+        config: ServerConfig,
+        store: Arc<DiskStore>,
+    ) -> Result<Arc<Self>, crate::UpstreamError> {
+        let upstreams = Upstreams::new(&config.upstreams, &config.upstream_options)?;
+        Ok(Arc::new(Server {
+            config,
+            store,
+            upstreams,
+            nar_fills: InFlight::new(),
+            doc_fills: InFlight::new(),
+            negative: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Fills in flight right now (NARs and documents).
+    pub fn fills_in_flight(&self) -> usize {
+        self.nar_fills.len() + self.doc_fills.len()
+    }
+
+    pub(crate) fn is_negative(&self, key: &str) -> bool {
+        let mut map = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key) {
+            Some(expiry) if *expiry > Instant::now() => true,
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_not_found(&self, key: &str) {
+        if self.config.negative_ttl.is_zero() {
+            return;
+        }
+        let mut map = self.negative.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() >= 100_000 {
+            map.retain(|_, expiry| *expiry > now);
+        }
+        map.insert(key.to_owned(), now + self.config.negative_ttl);
+    }
+
+    /// Is a stored document young enough to serve without asking upstream?
+    pub(crate) fn is_fresh(&self, stored_at: SystemTime) -> bool {
+        if self.upstreams.is_empty() {
+            return true;
+        }
+        SystemTime::now()
+            .duration_since(stored_at)
+            .map(|age| age < self.config.narinfo_ttl)
+            .unwrap_or(true)
+    }
+
+    /// Fetches a document from upstream (joining a fetch in flight). The bool
+    /// says whether this caller joined someone else's fetch.
+    pub(crate) async fn fetch_document(self: &Arc<Self>, url: &CacheUrl) -> (DocOutcome, bool) {
+        let key = url.to_path();
+        let role = self
+            .doc_fills
+            .join_or_lead(&key, None, || true)
+            .expect("may_lead is always true");
+        let (mut rx, joined) = match role {
+            Role::Follower(rx) => (rx, true),
+            Role::Leader(tx, guard) => {
+                let rx = tx.subscribe();
+                let server = Arc::clone(self);
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let outcome = server.fetch_document_from_upstream(&url).await;
+                    tx.send_replace(Some(outcome));
+                    drop(guard);
+                });
+                (rx, false)
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v
+                .clone()
+                .unwrap_or(DocOutcome::Failed("fill vanished".into())),
+            Err(_) => DocOutcome::Failed("the fill task ended without a result".into()),
+        };
+        (outcome, joined)
+    }
+
+    async fn fetch_document_from_upstream(&self, url: &CacheUrl) -> DocOutcome {
+        let key = url.to_path();
+        let (upstream, body) = match self.upstreams.get_document(&key, DOCUMENT_LIMIT).await {
+            Lookup::Found { upstream, value } => (upstream, value),
+            Lookup::NotFound => {
+                self.remember_not_found(&key);
+                return DocOutcome::NotFound;
+            }
+            Lookup::Failed(e) => return DocOutcome::Failed(e.to_string().into()),
+        };
+        let body = match self.check_document(url, body) {
+            Ok(body) => body,
+            Err(reason) => {
+                tracing::warn!(
+                    upstream = %self.upstreams.bases()[upstream],
+                    %key,
+                    "rejected: {reason}"
+                );
+                return DocOutcome::Rejected(reason.into());
+            }
+        };
+        let store = Arc::clone(&self.store);
+        let stored = body.clone();
+        let key2 = key.clone();
+        match tokio::task::spawn_blocking(move || store.put_document(&key2, &stored)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%key, "not stored: {e}"),
+            Err(e) => tracing::warn!(%key, "not stored: {e}"),
+        }
+        DocOutcome::Found(body)
+    }
+
+    /// What a document must satisfy before it is stored or served. Returns the
+    /// body to store (re-signed when narbor has a signing key).
+    fn check_document(&self, url: &CacheUrl, body: Bytes) -> Result<Bytes, String> {
+        match url {
+            CacheUrl::NarInfo(hash) => {
+                let text =
+                    std::str::from_utf8(&body).map_err(|_| "narinfo is not UTF-8".to_owned())?;
+                let mut info = NarInfo::parse(text).map_err(|e| format!("invalid narinfo: {e}"))?;
+                if info.store_path.hash() != hash {
+                    return Err(format!(
+                        "narinfo describes {}, not the requested hash {hash}",
+                        info.store_path
+                    ));
+                }
+                if CacheUrl::parse(&info.url).is_err() {
+                    return Err(format!(
+                        "narinfo URL {:?} is not a NAR path narbor can serve",
+                        info.url
+                    ));
+                }
+                if !self.config.trusted_keys.is_empty() && !info.verify(&self.config.trusted_keys) {
+                    return Err("no valid signature by a trusted key".to_owned());
+                }
+                match &self.config.sign_key {
+                    Some(key) => {
+                        info.sign(key);
+                        Ok(Bytes::from(info.to_string()))
+                    }
+                    None => Ok(body),
+                }
+            }
+            CacheUrl::Listing(_) | CacheUrl::Realisation { .. } => {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map_err(|e| format!("not JSON: {e}"))?;
+                Ok(body)
+            }
+            _ => Ok(body),
+        }
+    }
+
+    /// Joins the fill of a NAR, or starts one. `None` means the object has just
+    /// been stored by a fill that finished: read it from the store.
+    pub(crate) fn join_nar_fill(
+        self: &Arc<Self>,
+        key: &str,
+        file_hash: Sha256,
+    ) -> Option<(watch::Receiver<FillState>, bool)> {
+        let store = Arc::clone(&self.store);
+        let role = self
+            .nar_fills
+            .join_or_lead(key, FillState::Connecting, || !store.contains(key))?;
+        Some(match role {
+            Role::Follower(rx) => (rx, true),
+            Role::Leader(tx, guard) => {
+                let rx = tx.subscribe();
+                let server = Arc::clone(self);
+                let key = key.to_owned();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    match server.fill_nar(&key, file_hash, &tx).await {
+                        Ok(Some(size)) => tracing::info!(
+                            %key, bytes = size, ms = started.elapsed().as_millis() as u64, "stored"
+                        ),
+                        Ok(None) => {}
+                        Err(reason) => {
+                            tracing::warn!(%key, "fill failed: {reason}");
+                            tx.send_replace(FillState::Failed(reason.into()));
+                        }
+                    }
+                    drop(guard);
+                });
+                (rx, false)
+            }
+        })
+    }
+
+    /// Streams a NAR from upstream into the store. `Ok(None)`: not found.
+    async fn fill_nar(
+        &self,
+        key: &str,
+        file_hash: Sha256,
+        tx: &watch::Sender<FillState>,
+    ) -> Result<Option<u64>, String> {
+        let (upstream, resp) = match self.upstreams.get_stream(key).await {
+            Lookup::Found { upstream, value } => (upstream, value),
+            Lookup::NotFound => {
+                self.remember_not_found(key);
+                tx.send_replace(FillState::NotFound);
+                return Ok(None);
+            }
+            Lookup::Failed(e) => return Err(e.to_string()),
+        };
+        let name = self.upstreams.bases()[upstream].clone();
+        let total = resp.content_length();
+        let store = Arc::clone(&self.store);
+        let key_owned = key.to_owned();
+        let mut writer = tokio::task::spawn_blocking(move || store.begin_blob(&key_owned))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot store: {e}"))?;
+        let reader = Arc::new(
+            std::fs::File::open(writer.temp_path())
+                .map_err(|e| format!("cannot reopen temp file: {e}"))?,
+        );
+        tx.send_replace(FillState::Streaming {
+            reader: Arc::clone(&reader),
+            written: 0,
+            total,
+        });
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| transport(name.clone(), &e).to_string())?;
+            if total.is_some_and(|t| writer.written() + chunk.len() as u64 > t) {
+                return Err(format!(
+                    "{name} sent more than the {} bytes it promised",
+                    total.unwrap_or(0)
+                ));
+            }
+            tokio::task::block_in_place(|| writer.write_all(&chunk))
+                .map_err(|e| format!("cannot store: {e}"))?;
+            let written = writer.written();
+            tx.send_modify(|s| {
+                if let FillState::Streaming { written: w, .. } = s {
+                    *w = written;
+                }
+            });
+        }
+        let size = writer.written();
+        if let Some(t) = total {
+            if size != t {
+                return Err(format!("{name} promised {t} bytes and sent {size}"));
+            }
+        }
+        let committed = tokio::task::spawn_blocking(move || writer.commit(Some((file_hash, size))))
+            .await
+            .map_err(|e| e.to_string())?;
+        match committed {
+            Ok(()) => {}
+            Err(StoreError::Integrity { .. }) => {
+                return Err(format!(
+                    "{name} sent bytes that do not match the NAR's file hash"
+                ))
+            }
+            Err(e) => return Err(format!("cannot store: {e}")),
+        }
+        tx.send_replace(FillState::Done { reader, size });
+        Ok(Some(size))
+    }
+
+    /// Whether the upstreams have a NAR, and its length, without fetching it.
+    pub(crate) async fn head_upstream(&self, key: &str) -> Lookup<Option<u64>> {
+        self.upstreams.head(key).await
+    }
+}

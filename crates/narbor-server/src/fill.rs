@@ -1,0 +1,218 @@
+//! The pull-through fill: one upstream fetch per missing object, however many
+//! clients ask at once.
+//!
+//! A NAR fill is a task of its own, not tied to any client: it streams the
+//! upstream body into a [`BlobWriter`] (hashing as it goes) and publishes its
+//! progress on a `watch` channel. Every client of the fill, the first one
+//! included, reads the temporary file behind the writer up to the published
+//! length, so each gets bytes as they arrive, and a client that goes away
+//! changes nothing for the others. The last byte is held back until the whole
+//! object has verified and been committed: a fill that fails (wrong hash,
+//! truncation, upstream error) ends every client's transfer with an error, never
+//! with a clean short or corrupt response.
+//!
+//! Small documents (narinfo, listings, logs) are coalesced the same way but
+//! travel whole, as one shared result.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+/// What a NAR fill has done so far.
+#[derive(Clone)]
+pub enum FillState {
+    /// Asking the upstreams.
+    Connecting,
+    /// Bytes are arriving; `written` of them are readable through `reader`.
+    Streaming {
+        reader: Arc<File>,
+        written: u64,
+        total: Option<u64>,
+    },
+    /// Verified and stored.
+    Done { reader: Arc<File>, size: u64 },
+    /// Every upstream answered 404.
+    NotFound,
+    /// The fill failed; nothing was stored.
+    Failed(Arc<str>),
+}
+
+impl FillState {
+    pub fn is_settled_for_headers(&self) -> bool {
+        !matches!(self, FillState::Connecting)
+    }
+}
+
+/// Fills in flight, by cache key. Generic over what followers receive.
+pub struct InFlight<T> {
+    map: Mutex<HashMap<String, watch::Receiver<T>>>,
+}
+
+/// The caller's part in a fill.
+pub enum Role<T> {
+    /// Nobody is fetching this key: the caller must start the fill with the
+    /// sender (and drop the guard when the fill ends).
+    Leader(watch::Sender<T>, FillGuard<T>),
+    /// A fill is in flight: follow it.
+    Follower(watch::Receiver<T>),
+}
+
+impl<T: Clone + Send + Sync + 'static> InFlight<T> {
+    pub fn new() -> Arc<Self> {
+        Arc::new(InFlight {
+            map: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Joins the fill of `key`, or (when `may_lead()` says so, checked under
+    /// the lock so a fill that just finished is not started twice) leads a new
+    /// one starting in state `initial`. `None` when the caller must not lead.
+    pub fn join_or_lead(
+        self: &Arc<Self>,
+        key: &str,
+        initial: T,
+        may_lead: impl FnOnce() -> bool,
+    ) -> Option<Role<T>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = map.get(key) {
+            return Some(Role::Follower(rx.clone()));
+        }
+        if !may_lead() {
+            return None;
+        }
+        let (tx, rx) = watch::channel(initial);
+        map.insert(key.to_owned(), rx);
+        Some(Role::Leader(
+            tx,
+            FillGuard {
+                owner: Arc::clone(self),
+                key: key.to_owned(),
+            },
+        ))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Removes a fill from the in-flight map when dropped: when the fill task ends,
+/// however it ends (a panic included, which followers then see as a closed
+/// channel, that is, a failure).
+pub struct FillGuard<T> {
+    owner: Arc<InFlight<T>>,
+    key: String,
+}
+
+impl<T> Drop for FillGuard<T> {
+    fn drop(&mut self) {
+        self.owner
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// How many bytes a client may read of a fill in this state: everything once it
+/// is verified and stored, all but the last byte before.
+fn readable(state: &FillState) -> Option<(Arc<File>, u64, bool)> {
+    match state {
+        FillState::Streaming {
+            reader, written, ..
+        } => Some((Arc::clone(reader), written.saturating_sub(1), false)),
+        FillState::Done { reader, size } => Some((Arc::clone(reader), *size, true)),
+        _ => None,
+    }
+}
+
+const CHUNK: u64 = 256 * 1024;
+
+/// Reads up to `max` bytes at `offset` without blocking the async workers.
+pub async fn read_chunk(file: Arc<File>, offset: u64, max: u64) -> std::io::Result<Bytes> {
+    let len = max.min(CHUNK) as usize;
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "object shorter than recorded",
+            ));
+        }
+        buf.truncate(filled);
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The body of a client following a NAR fill: bytes as they become readable,
+/// an error (so the connection is cut, not completed) if the fill fails.
+pub fn follow_body(
+    rx: watch::Receiver<FillState>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    futures_util::stream::unfold(Some((rx, 0u64)), |state| async move {
+        let (mut rx, offset) = state?;
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            if let FillState::Failed(reason) = &snapshot {
+                let err = std::io::Error::other(format!("upstream fill failed: {reason}"));
+                return Some((Err(err), None));
+            }
+            if let Some((reader, limit, done)) = readable(&snapshot) {
+                if offset < limit {
+                    return match read_chunk(reader, offset, limit - offset).await {
+                        Ok(chunk) => {
+                            let next = offset + chunk.len() as u64;
+                            Some((Ok(chunk), Some((rx, next))))
+                        }
+                        Err(e) => Some((Err(e), None)),
+                    };
+                }
+                if done {
+                    return None;
+                }
+            }
+            if rx.changed().await.is_err() {
+                let err = std::io::Error::other("fill ended without a result");
+                return Some((Err(err), None));
+            }
+        }
+    })
+}
+
+/// The body of a stored object, `[start, end)`.
+pub fn file_body(
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    futures_util::stream::unfold(Some(start), move |offset| {
+        let file = Arc::clone(&file);
+        async move {
+            let offset = offset?;
+            if offset >= end {
+                return None;
+            }
+            match read_chunk(file, offset, end - offset).await {
+                Ok(chunk) => {
+                    let next = offset + chunk.len() as u64;
+                    Some((Ok(chunk), Some(next)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        }
+    })
+}

@@ -1,0 +1,373 @@
+//! Requests in, responses out: routing, the cache decisions per object kind,
+//! and the mapping of every outcome to a status code.
+//!
+//! Paths are checked against the binary-cache URL grammar before anything else
+//! happens: a malformed path is a 4xx at the edge, never a lookup, never a
+//! proxied request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use narbor_proto::{CacheInfo, CacheUrl};
+
+use crate::app::{DocOutcome, Server};
+use crate::fill::{self, FillState};
+use crate::range::{self, RangeDecision};
+use crate::status::CacheStatus;
+use crate::upstream::Lookup;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+pub async fn handle(
+    server: Arc<Server>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD\n",
+            CacheStatus::Local,
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let path = req.uri().path();
+    tracing::debug!(%peer, method = %req.method(), path, "request");
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resp = match path {
+        "/" => html(crate::landing::page(&server)),
+        "/health" => text(StatusCode::OK, "ok\n", CacheStatus::Local),
+        "/nix-cache-info" => cache_info(&server),
+        _ => match CacheUrl::parse(path) {
+            Ok(url @ CacheUrl::Nar { .. }) => {
+                serve_nar(&server, &url, head, range_header.as_deref()).await
+            }
+            Ok(CacheUrl::CacheInfo) => cache_info(&server),
+            Ok(url) => serve_document(&server, &url, range_header.as_deref()).await,
+            Err(e) => malformed(path, &e.to_string()),
+        },
+    };
+    if head {
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+    resp
+}
+
+fn malformed(path: &str, reason: &str) -> Response<Body> {
+    let looks_like_cache_path = path.ends_with(".narinfo")
+        || path.ends_with(".ls")
+        || ["/nar/", "/log/", "/realisations/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+    if looks_like_cache_path {
+        text(
+            StatusCode::BAD_REQUEST,
+            &format!("bad request: {reason}\n"),
+            CacheStatus::Local,
+        )
+    } else {
+        text(
+            StatusCode::NOT_FOUND,
+            "not found: not a binary cache path\n",
+            CacheStatus::Local,
+        )
+    }
+}
+
+fn cache_info(server: &Server) -> Response<Body> {
+    let info = CacheInfo {
+        store_dir: narbor_proto::STORE_DIR.to_owned(),
+        want_mass_query: true,
+        priority: Some(server.config.priority),
+        unknown: Vec::new(),
+    };
+    let mut resp = full(
+        StatusCode::OK,
+        Bytes::from(info.to_string()),
+        CacheStatus::Local,
+    );
+    set(&mut resp, header::CONTENT_TYPE, "text/x-nix-cache-info");
+    resp
+}
+
+async fn serve_document(
+    server: &Arc<Server>,
+    url: &CacheUrl,
+    range_header: Option<&str>,
+) -> Response<Body> {
+    let key = url.to_path();
+    let stored = match server.store.get_document(&key) {
+        Ok(doc) => doc,
+        Err(e) => {
+            tracing::error!(%key, "store read failed: {e}");
+            None
+        }
+    };
+    if let Some(doc) = &stored {
+        if server.is_fresh(doc.stored_at) {
+            return object(
+                url,
+                Bytes::from(doc.body.clone()),
+                CacheStatus::Hit,
+                range_header,
+            );
+        }
+    }
+    if server.is_negative(&key) {
+        return not_found(CacheStatus::Negative);
+    }
+    if server.upstreams.is_empty() {
+        return not_found(CacheStatus::Miss);
+    }
+    let (outcome, joined) = server.fetch_document(url).await;
+    let fetched_status = match (&stored, joined) {
+        (Some(_), _) => CacheStatus::Expired,
+        (None, true) => CacheStatus::Coalesced,
+        (None, false) => CacheStatus::Miss,
+    };
+    match outcome {
+        DocOutcome::Found(body) => object(url, body, fetched_status, range_header),
+        DocOutcome::NotFound => {
+            if stored.is_some() {
+                let _ = server.store.remove(&key);
+            }
+            not_found(CacheStatus::Miss)
+        }
+        DocOutcome::Rejected(reason) => text(
+            StatusCode::NOT_FOUND,
+            &format!("not found: the upstream's copy was rejected: {reason}\n"),
+            CacheStatus::Miss,
+        ),
+        DocOutcome::Failed(reason) => match stored {
+            Some(doc) => object(url, Bytes::from(doc.body), CacheStatus::Stale, range_header),
+            None => upstream_failed(&reason),
+        },
+    }
+}
+
+async fn serve_nar(
+    server: &Arc<Server>,
+    url: &CacheUrl,
+    head: bool,
+    range_header: Option<&str>,
+) -> Response<Body> {
+    let CacheUrl::Nar { file_hash, .. } = url else {
+        unreachable!("serve_nar is only called with NAR URLs")
+    };
+    let key = url.to_path();
+    for _ in 0..2 {
+        if let Some(resp) = stored_nar(server, url, &key, range_header) {
+            return resp;
+        }
+        if server.is_negative(&key) {
+            return not_found(CacheStatus::Negative);
+        }
+        if server.upstreams.is_empty() {
+            return not_found(CacheStatus::Miss);
+        }
+        if head {
+            return match server.head_upstream(&key).await {
+                Lookup::Found { value, .. } => {
+                    let mut resp = Response::new(empty());
+                    set(&mut resp, header::CONTENT_TYPE, url.content_type());
+                    if let Some(len) = value {
+                        set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
+                    }
+                    set(&mut resp, CacheStatus::HEADER, CacheStatus::Miss.as_str());
+                    resp
+                }
+                Lookup::NotFound => not_found(CacheStatus::Miss),
+                Lookup::Failed(e) => upstream_failed(&e.to_string()),
+            };
+        }
+        // None: a fill just stored it; loop once to serve it from the store.
+        if let Some((rx, joined)) = server.join_nar_fill(&key, *file_hash) {
+            return follow_fill(url, rx, joined).await;
+        }
+    }
+    upstream_failed("the object vanished while it was being stored")
+}
+
+fn stored_nar(
+    server: &Server,
+    url: &CacheUrl,
+    key: &str,
+    range_header: Option<&str>,
+) -> Option<Response<Body>> {
+    let (file, len) = match server.store.open_blob(key) {
+        Ok(found) => found?,
+        Err(e) => {
+            tracing::error!(%key, "store read failed: {e}");
+            return None;
+        }
+    };
+    let file = Arc::new(file);
+    let (status, start, end) = match range::decide(range_header, len) {
+        RangeDecision::Full => (StatusCode::OK, 0, len),
+        RangeDecision::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        RangeDecision::Unsatisfiable => return Some(unsatisfiable(len)),
+    };
+    let mut resp = Response::new(stream_body(fill::file_body(file, start, end)));
+    *resp.status_mut() = status;
+    set(
+        &mut resp,
+        header::CONTENT_LENGTH,
+        &(end - start).to_string(),
+    );
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            &mut resp,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{}/{len}", end - 1),
+        );
+    }
+    object_headers(&mut resp, url, CacheStatus::Hit);
+    Some(resp)
+}
+
+async fn follow_fill(
+    url: &CacheUrl,
+    mut rx: tokio::sync::watch::Receiver<FillState>,
+    joined: bool,
+) -> Response<Body> {
+    let state = match rx.wait_for(FillState::is_settled_for_headers).await {
+        Ok(s) => s.clone(),
+        Err(_) => return upstream_failed("the fill ended without a result"),
+    };
+    let status = if joined {
+        CacheStatus::Coalesced
+    } else {
+        CacheStatus::Miss
+    };
+    let total = match state {
+        FillState::NotFound => return not_found(status),
+        FillState::Failed(reason) => return upstream_failed(&reason),
+        FillState::Connecting => unreachable!("waited until settled"),
+        FillState::Streaming { total, .. } => total,
+        FillState::Done { size, .. } => Some(size),
+    };
+    let mut resp = Response::new(stream_body(fill::follow_body(rx)));
+    if let Some(len) = total {
+        set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
+    }
+    object_headers(&mut resp, url, status);
+    resp
+}
+
+fn stream_body(
+    stream: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+) -> Body {
+    BodyExt::boxed(StreamBody::new(stream.map(|r| r.map(Frame::data))))
+}
+
+/// A whole in-memory object (a document), honouring Range.
+fn object(
+    url: &CacheUrl,
+    body: Bytes,
+    status: CacheStatus,
+    range_header: Option<&str>,
+) -> Response<Body> {
+    let len = body.len() as u64;
+    let mut resp = match range::decide(range_header, len) {
+        RangeDecision::Full => full(StatusCode::OK, body, status),
+        RangeDecision::Partial { start, end } => {
+            let mut r = full(
+                StatusCode::PARTIAL_CONTENT,
+                body.slice(start as usize..end as usize),
+                status,
+            );
+            set(
+                &mut r,
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{}/{len}", end - 1),
+            );
+            r
+        }
+        RangeDecision::Unsatisfiable => return unsatisfiable(len),
+    };
+    object_headers(&mut resp, url, status);
+    resp
+}
+
+fn object_headers(resp: &mut Response<Body>, url: &CacheUrl, status: CacheStatus) {
+    set(resp, header::CONTENT_TYPE, url.content_type());
+    set(resp, header::ACCEPT_RANGES, "bytes");
+    set(resp, CacheStatus::HEADER, status.as_str());
+    let cache_control = match url {
+        // A NAR's URL names its content: it never changes.
+        CacheUrl::Nar { .. } => "public, max-age=31536000, immutable",
+        _ => "public, max-age=3600",
+    };
+    set(resp, header::CACHE_CONTROL, cache_control);
+}
+
+fn unsatisfiable(len: u64) -> Response<Body> {
+    let mut resp = text(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "range not satisfiable\n",
+        CacheStatus::Hit,
+    );
+    set(&mut resp, header::CONTENT_RANGE, &format!("bytes */{len}"));
+    resp
+}
+
+fn not_found(status: CacheStatus) -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n", status)
+}
+
+fn upstream_failed(reason: &str) -> Response<Body> {
+    tracing::warn!("answering 502: {reason}");
+    text(
+        StatusCode::BAD_GATEWAY,
+        "upstream failed\n",
+        CacheStatus::Error,
+    )
+}
+
+fn html(page: String) -> Response<Body> {
+    let mut resp = full(StatusCode::OK, Bytes::from(page), CacheStatus::Local);
+    set(&mut resp, header::CONTENT_TYPE, "text/html; charset=utf-8");
+    resp
+}
+
+fn text(code: StatusCode, body: &str, status: CacheStatus) -> Response<Body> {
+    let mut resp = full(code, Bytes::from(body.to_owned()), status);
+    set(&mut resp, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    resp
+}
+
+fn full(code: StatusCode, body: Bytes, status: CacheStatus) -> Response<Body> {
+    let len = body.len();
+    let mut resp = Response::new(BodyExt::boxed(
+        Full::new(body).map_err(|never| match never {}),
+    ));
+    *resp.status_mut() = code;
+    set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
+    set(&mut resp, CacheStatus::HEADER, status.as_str());
+    resp
+}
+
+fn empty() -> Body {
+    BodyExt::boxed(http_body_util::Empty::new().map_err(|never| match never {}))
+}
+
+fn set<K: header::IntoHeaderName>(resp: &mut Response<Body>, name: K, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}

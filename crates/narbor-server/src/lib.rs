@@ -1,0 +1,121 @@
+//! narbor's HTTP face: routes, the pull-through fill, the upstream client.
+//!
+//! [`Server`] holds the configuration, the store and the fills in flight;
+//! [`serve`] accepts connections (HTTP/1.1 with keep-alive, and HTTP/2 when the
+//! client speaks it) until the shutdown future resolves. The store is
+//! synchronous; everything here that writes to it does so off the async workers.
+
+mod app;
+mod fill;
+mod handler;
+mod landing;
+mod range;
+mod status;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use narbor_proto::{PublicKey, SecretKey};
+use tokio::net::TcpListener;
+
+pub use app::Server;
+pub use status::CacheStatus;
+pub use upstream::{UpstreamError, UpstreamOptions};
+
+/// Everything `narbor serve` can be told, already parsed.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Upstream cache base URLs, tried in order; empty serves only what is stored.
+    pub upstreams: Vec<String>,
+    /// The `Priority:` advertised in `nix-cache-info`.
+    pub priority: u32,
+    /// How long a stored narinfo (or listing, log) is served without asking upstream again.
+    pub narinfo_ttl: Duration,
+    /// How long an upstream 404 is remembered.
+    pub negative_ttl: Duration,
+    /// Objects nobody asked for in this long are evicted.
+    pub inactive: Duration,
+    /// When non-empty, a narinfo needs a valid signature by one of these keys.
+    pub trusted_keys: Vec<PublicKey>,
+    /// When set, every narinfo narbor stores also carries this key's signature.
+    pub sign_key: Option<Arc<SecretKey>>,
+    pub upstream_options: UpstreamOptions,
+}
+
+/// Accepts connections on every listener until `shutdown` resolves.
+pub async fn serve(
+    server: Arc<Server>,
+    listeners: Vec<TcpListener>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
+    let mut accept_tasks = Vec::new();
+    for listener in listeners {
+        let conn_tx = conn_tx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        if conn_tx.send((stream, peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            conn = conn_rx.recv() => {
+                let Some((stream, peer)) = conn else { break };
+                let server = Arc::clone(&server);
+                let service = hyper::service::service_fn(move |req| {
+                    let server = Arc::clone(&server);
+                    async move { Ok::<_, std::convert::Infallible>(handler::handle(server, req, peer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    for task in accept_tasks {
+        task.abort();
+    }
+    // Let transfers in flight finish, up to a deadline.
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("shutdown deadline reached with transfers still running");
+        }
+    }
+}
+
+/// Binds every address, failing with the address that could not be bound.
+pub async fn bind_all(
+    addrs: &[SocketAddr],
+) -> Result<Vec<TcpListener>, (SocketAddr, std::io::Error)> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        listeners.push(TcpListener::bind(addr).await.map_err(|e| (*addr, e))?);
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,131 @@
+//! Where narbor's cached bytes live: the local disk store.
+//!
+//! [`DiskStore`] keeps two kinds of objects under one key space of cache URL
+//! paths (`<hash>.narinfo`, `nar/<nix32>.nar.xz`, `<hash>.ls`, `log/<drv>`,
+//! `realisations/<id>.doi`):
+//!
+//! - **documents**, small objects (narinfo, listing, log, realisation) stored
+//!   inline in the index;
+//! - **blobs**, NAR files, written through a [`BlobWriter`] and stored as files.
+//!
+//! It bounds the bytes it holds ([`StoreConfig::max_size`]) by evicting the
+//! least recently used objects. It is synchronous: the async server calls it
+//! from `spawn_blocking`. It knows nothing of HTTP, upstreams or Nix formats
+//! beyond "a key is a cache URL path"; the server validates what it stores.
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/index.redb                metadata: table "objects", key -> entry (see `index`)
+//! <dir>/blobs/<2 chars>/<name>    blob files; blob keys are `nar/<name>`,
+//!                                 <2 chars> are the first two characters of <name>
+//! <dir>/tmp/                      blobs being written; emptied at open
+//! ```
+//!
+//! # Why redb
+//!
+//! The index is [redb](https://docs.rs/redb): pure Rust (no C toolchain, unlike
+//! SQLite or RocksDB bindings), ACID copy-on-write B-trees whose commits survive
+//! `kill -9` and power loss (a commit is either whole or absent), a fast open
+//! (no log to replay), and a single file. Its file lock also makes a store
+//! directory single-owner: a second `open` of the same directory fails instead
+//! of emptying the first owner's `tmp/`.
+//!
+//! # What survives a crash
+//!
+//! A blob becomes visible in this order: written to `tmp/`, hashed while
+//! written, fsynced, renamed into `blobs/`, its directory fsynced, then one
+//! durable index commit. So the index only ever names complete, fsynced files,
+//! and the size total, rebuilt from the index at every open, is exact after any
+//! crash. A crash between the rename and the commit leaves a file without an
+//! entry: it is never served, and [`DiskStore::sweep_orphans`] deletes it.
+//! Removal goes the other way: index commit first, then unlink, so a reader that
+//! already holds the file keeps reading it.
+//!
+//! Last-access times are kept in memory and written by
+//! [`DiskStore::flush_access_times`]; a crash loses only the accesses since the
+//! last flush, which only makes eviction slightly less fair.
+//!
+//! # Concurrency
+//!
+//! One mutex serialises every change to the index and the blob directory
+//! (commits, removals, evictions, flushes), so the index, the files and the
+//! in-memory accounts change together; redb serialises write transactions
+//! anyway. The slow part of a blob commit, fsyncing its data, happens before
+//! that lock. Reads take a redb read transaction and a short lock on the
+//! accounts to record the access.
+
+mod accounting;
+mod blob;
+mod disk;
+mod error;
+mod index;
+pub mod key;
+mod sweep;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub use blob::BlobWriter;
+pub use disk::DiskStore;
+pub use error::{IntegrityCheck, StoreError};
+
+/// Where a [`DiskStore`] lives and how much it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The store's directory; created if missing.
+    pub dir: PathBuf,
+    /// The most bytes of objects (blob files plus document bodies) kept after
+    /// any put or commit: past it, the least recently used objects are evicted.
+    pub max_size: u64,
+}
+
+/// A document and when it was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub body: Vec<u8>,
+    pub stored_at: SystemTime,
+}
+
+/// Which kind of object an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// Stored inline in the index.
+    Document,
+    /// Stored as a file under `blobs/`.
+    Blob,
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EntryKind::Document => "document",
+            EntryKind::Blob => "blob",
+        })
+    }
+}
+
+/// One index entry, as [`DiskStore::entries`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub key: String,
+    pub kind: EntryKind,
+    /// Bytes: the blob file's length or the document body's.
+    pub size: u64,
+    pub stored_at: SystemTime,
+}
+
+/// What the store holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Number of entries.
+    pub objects: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// The configured bound.
+    pub max_size: u64,
+}

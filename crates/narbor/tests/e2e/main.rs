@@ -1,0 +1,12 @@
+//! End-to-end tests: the `narbor` binary against the real Nix client.
+//!
+//! One test binary (so CI links once). Every test that needs Nix uses the real
+//! `nix` from Debian's `nix-bin`, offline, single-user, with its own
+//! `XDG_CACHE_HOME`; `scripts/test.sh` installs it. A missing tool fails the
+//! test with a message naming it: nothing is skipped silently.
+
+mod layering;
+mod protocol;
+mod serve;
+mod support;
+mod upstream;

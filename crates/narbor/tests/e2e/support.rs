@@ -1,0 +1,299 @@
+//! Shared helpers: running narbor and the real Nix client in a clean environment.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// A `narbor` command from this build.
+pub fn narbor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_narbor"))
+}
+
+/// Runs a command, panicking with its output unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (is it installed? run scripts/test.sh)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command that must fail; returns its output.
+pub fn run_fails(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should have failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout_str(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+pub fn stderr_str(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The Nix settings every test runs with: offline, single-user, no daemon, no
+/// substituters (never cache.nixos.org), and no narinfo caching between runs.
+pub const NIX_CONFIG: &str = "build-users-group =
+sandbox = false
+substituters =
+experimental-features = nix-command
+narinfo-cache-positive-ttl = 0
+narinfo-cache-negative-ttl = 0
+download-attempts = 1
+connect-timeout = 5
+";
+
+/// A scratch directory with its own Nix narinfo cache, for one test.
+pub struct NixEnv {
+    pub dir: TempDir,
+}
+
+impl NixEnv {
+    pub fn new() -> Self {
+        NixEnv {
+            dir: tempfile::Builder::new()
+                .prefix("narbor-e2e-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A Nix command (`nix`, `nix-build`, `nix-store`, ...) in this environment.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("NIX_REMOTE", "local")
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
+            .env_remove("NIX_PATH");
+        cmd
+    }
+
+    /// Builds a `/bin/sh` derivation and returns its output path. `script` runs
+    /// with `$out` set and no PATH: use absolute paths for tools.
+    pub fn build(&self, name: &str, script: &str, references: &[&Path]) -> PathBuf {
+        let mut refs = String::new();
+        for (i, r) in references.iter().enumerate() {
+            // builtins.storePath makes the reference a dependency of the build.
+            refs.push_str(&format!(
+                "ref{i} = builtins.storePath {};\n",
+                nix_string(&r.to_string_lossy())
+            ));
+        }
+        let expr = format!(
+            "derivation {{\n  name = {};\n  system = builtins.currentSystem;\n  builder = \"/bin/sh\";\n  args = [ \"-c\" {} ];\n  {refs}}}\n",
+            nix_string(name),
+            nix_string(script)
+        );
+        let file = self.path(&format!("{name}.nix"));
+        std::fs::write(&file, expr).expect("write derivation");
+        let out = run_ok(
+            self.cmd("nix-build")
+                .arg(&file)
+                .arg("--no-out-link")
+                .arg("--quiet"),
+        );
+        PathBuf::from(stdout_str(&out).trim())
+    }
+
+    /// `nix path-info --json` of one path.
+    pub fn path_info(&self, path: &Path) -> serde_json::Value {
+        let out = run_ok(self.cmd("nix").args(["path-info", "--json"]).arg(path));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("path-info JSON");
+        v[0].clone()
+    }
+}
+
+/// A Nix string literal.
+pub fn nix_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '$' => out.push_str("\\$"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The script of a store path exercising every NAR feature: executables,
+/// symlinks (relative, absolute, dangling, to a directory), empty directories
+/// and files, deep nesting, odd names, byte-order sorting, padding lengths, and
+/// a file over 50 MB.
+pub const TREE_SCRIPT: &str = r#"
+set -e
+/bin/mkdir -p $out/empty-dir $out/deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t
+echo leaf > $out/deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/leaf
+printf '#!/bin/sh\necho hi\n' > $out/run.sh
+/bin/chmod 0555 $out/run.sh
+/bin/ln -s run.sh $out/link-to-run
+/bin/ln -s /nonexistent/absolute/target $out/dangling
+/bin/ln -s deep/a $out/dir-link
+echo x > "$out/with space"
+echo x > "$out/ünïcödé ☃"
+echo x > "$out/a=b?c+d_e.f-g"
+echo x > $out/B
+echo x > $out/_under
+echo x > $out/Z
+: > $out/empty-file
+printf 1234567 > $out/seven
+printf 12345678 > $out/eight
+printf 123456789 > $out/nine
+/usr/bin/head -c 52428807 /dev/urandom > $out/big
+"#;
+
+/// The NAR-feature tree, built once per machine (Nix reuses the output).
+pub fn tree_fixture(env: &NixEnv) -> PathBuf {
+    env.build("narbor-fixture-tree", TREE_SCRIPT, &[])
+}
+
+/// A free loopback port (bound and released; a tiny race that tests accept).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `narbor serve`, killed when dropped.
+pub struct NarborServer {
+    pub addr: std::net::SocketAddr,
+    pub cache_dir: PathBuf,
+    pub args: Vec<String>,
+    child: Option<std::process::Child>,
+    log: PathBuf,
+}
+
+impl NarborServer {
+    /// Starts `narbor serve --listen 127.0.0.1:PORT --cache-dir DIR ARGS...` and
+    /// waits until it answers `/health`.
+    pub fn start(cache_dir: &Path, args: &[&str]) -> NarborServer {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut server = NarborServer {
+            addr,
+            cache_dir: cache_dir.to_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log: cache_dir.with_extension(format!("{}.log", addr.port())),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = narbor()
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .args(&self.args)
+            .env("RUST_LOG", "narbor=debug,info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start narbor serve");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("narbor serve exited with {status}:\n{}", self.log_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "narbor did not start:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "narbor exited with {status}:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn get(&self, path: &str) -> crate::upstream::Reply {
+        crate::upstream::request(self.addr, "GET", path, &[])
+    }
+
+    pub fn head(&self, path: &str) -> crate::upstream::Reply {
+        crate::upstream::request(self.addr, "HEAD", path, &[])
+    }
+}
+
+impl Drop for NarborServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
