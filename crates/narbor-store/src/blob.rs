@@ -7,6 +7,9 @@
 //! unbuffered, so readers tailing [`BlobWriter::temp_path`] see every byte as
 //! soon as `write_all` returns.
 //!
+//! Committing is the order the crate doc describes: verify, fsync, rename into
+//! `blobs/`, fsync the directory, one index commit, then evict.
+//!
 //! For tailing readers: open the temp file while the writer is alive. After a
 //! commit the same file (same inode) is in `blobs/`; after an abort it is
 //! unlinked, and an open handle still reads what was written.
@@ -20,9 +23,10 @@ use std::sync::Arc;
 use narbor_proto::hash::{HashingCounter, Sha256};
 use tracing::warn;
 
-use crate::disk::Inner;
-use crate::error::io_err;
-use crate::{IntegrityCheck, StoreError};
+use crate::disk::{sync_dir, Inner};
+use crate::error::{io_err, IndexResult};
+use crate::index::{self, Record, OBJECTS};
+use crate::{key, EntryKind, IntegrityCheck, StoreError};
 
 /// A blob being written. Not visible until [`BlobWriter::commit`]; dropped
 /// uncommitted, it deletes its temp file. Owns a handle on the store, so it can
@@ -141,7 +145,7 @@ impl BlobWriter {
         }
         drop(file);
         // On error the temp file may still exist: Drop deletes it.
-        self.store.commit_blob(&self.key, &self.temp_path, size)?;
+        publish(&self.store, &self.key, &self.temp_path, size)?;
         self.committed = true;
         Ok(())
     }
@@ -170,6 +174,47 @@ impl BlobWriter {
             key: self.key.clone(),
         }
     }
+}
+
+/// Moves a written, verified, fsynced temp file into place and indexes it (one
+/// durable commit), then evicts down to the limit, sparing `key` unless it
+/// alone exceeds the limit. The rename, the commit and the accounts change
+/// under the store's write lock, so eviction, removal and the orphan sweep see
+/// all of it or none.
+fn publish(store: &Inner, key: &str, temp: &Path, size: u64) -> Result<(), StoreError> {
+    let path = key::blob_path(&store.blobs, key)?;
+    let shard = path.parent().unwrap_or(&store.blobs);
+    let guard = store.lock_mutate();
+    if !shard.is_dir() {
+        fs::create_dir_all(shard).map_err(io_err("create directory", shard))?;
+        sync_dir(&store.blobs)?;
+    }
+    fs::rename(temp, &path).map_err(io_err("rename into place", temp))?;
+    // The rename must be on disk before the index says the file exists.
+    sync_dir(shard)?;
+    let now = store.now();
+    let encoded = Record::blob(size, index::unix_secs(now)).encode();
+    let op = store.index_op("commit blob", Some(key));
+    let indexed = store.db.begin_write().ctx(op).and_then(|txn| {
+        txn.open_table(OBJECTS)
+            .ctx(op)?
+            .insert(key, encoded.as_slice())
+            .ctx(op)?;
+        txn.commit().ctx(op)
+    });
+    if let Err(e) = indexed {
+        // Leave no orphan behind. An older entry for the key (its file now
+        // replaced) is caught by `open_blob`'s length check.
+        if let Err(rm) = fs::remove_file(&path) {
+            warn!(key, path = %path.display(), error = %rm, "cannot delete an unindexed blob");
+        }
+        return Err(e);
+    }
+    store
+        .accounts()
+        .insert(key, EntryKind::Blob, size, index::unix_nanos(now));
+    store.evict_after_insert(&guard, key);
+    Ok(())
 }
 
 impl Drop for BlobWriter {

@@ -1,7 +1,7 @@
 //! [`DiskStore`]: open, read, write, remove and evict, keeping the redb index,
 //! the blob files and the in-memory accounts in step.
 //!
-//! The blob write path itself (temp file, hashing, verification) is in `blob`;
+//! The blob write path (temp file, hashing, verification, rename, index) is in `blob`;
 //! the orphan sweep is in `sweep`. The crate doc says in which order things
 //! reach the disk and why.
 
@@ -41,7 +41,7 @@ pub(crate) struct Inner {
     pub(crate) tmp: PathBuf,
     index_path: PathBuf,
     max_size: u64,
-    db: Database,
+    pub(crate) db: Database,
     /// Held for every change to the index or to `blobs/` (see the crate doc).
     /// Lock order: `mutate`, then `accounts`, then `live_temps`.
     mutate: Mutex<()>,
@@ -130,17 +130,20 @@ impl DiskStore {
     pub fn get_document(&self, key: &str) -> Result<Option<Document>, StoreError> {
         key::validate(key)?;
         let inner = &self.inner;
-        let Some(value) = inner.read_value(key)? else {
+        let Some(mut value) = inner.read_value(key)? else {
             return Ok(None);
         };
         let record = Record::decode(key, &value)?;
         if record.kind != EntryKind::Document {
             return Err(wrong_kind(key, EntryKind::Document, record.kind));
         }
+        let stored_at = index::from_unix_secs(record.stored_at);
         inner.touch(key);
+        // The body is the value past its header: reuse the buffer.
+        value.drain(..index::HEADER_LEN);
         Ok(Some(Document {
-            body: record.body.to_vec(),
-            stored_at: index::from_unix_secs(record.stored_at),
+            body: value,
+            stored_at,
         }))
     }
 
@@ -172,6 +175,51 @@ impl DiskStore {
             }
         }
         inner.evict_after_insert(&guard, key);
+        Ok(())
+    }
+
+    /// Stores many documents in one transaction (one fsync instead of one per
+    /// document): for importing, seeding and measuring. Same semantics as
+    /// [`put_document`](Self::put_document) for each.
+    pub fn put_documents(&self, docs: &[(&str, &[u8])]) -> Result<(), StoreError> {
+        for (key, _) in docs {
+            key::validate(key)?;
+        }
+        let inner = &self.inner;
+        let guard = inner.lock_mutate();
+        let now = inner.now();
+        let op = inner.index_op("put documents", None);
+        let txn = inner.db.begin_write().ctx(op)?;
+        let mut replaced_blobs = Vec::new();
+        {
+            let mut table = txn.open_table(OBJECTS).ctx(op)?;
+            for (key, body) in docs {
+                let encoded = Record::document(body, index::unix_secs(now)).encode();
+                let old = table.insert(*key, encoded.as_slice()).ctx(op)?;
+                let old_kind = old.map(|old| Record::decode(key, old.value()).map(|r| r.kind).ok());
+                if matches!(old_kind, Some(k) if k != Some(EntryKind::Document)) {
+                    replaced_blobs.push(*key);
+                }
+            }
+        }
+        txn.commit().ctx(op)?;
+        {
+            let mut accounts = inner.accounts();
+            for (key, body) in docs {
+                accounts.insert(
+                    key,
+                    EntryKind::Document,
+                    body.len() as u64,
+                    index::unix_nanos(now),
+                );
+            }
+        }
+        for key in replaced_blobs {
+            inner.delete_blob_file(key);
+        }
+        if let Some((last, _)) = docs.last() {
+            inner.evict_after_insert(&guard, last);
+        }
         Ok(())
     }
 
@@ -300,6 +348,7 @@ impl DiskStore {
         crate::sweep::sweep(&self.inner)
     }
 
+    /// How many objects and bytes the store holds (from memory, no I/O).
     pub fn stats(&self) -> StoreStats {
         let accounts = self.inner.accounts();
         StoreStats {
@@ -369,7 +418,7 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn index_op<'a>(&'a self, op: &'static str, key: Option<&'a str>) -> IndexOp<'a> {
+    pub(crate) fn index_op<'a>(&'a self, op: &'static str, key: Option<&'a str>) -> IndexOp<'a> {
         IndexOp {
             path: &self.index_path,
             op,
@@ -436,45 +485,10 @@ impl Inner {
         }
     }
 
-    /// Moves a written, verified, fsynced temp file into place and indexes it
-    /// (one durable commit), then evicts down to the limit, sparing `key`
-    /// unless it alone exceeds the limit.
-    pub(crate) fn commit_blob(&self, key: &str, temp: &Path, size: u64) -> Result<(), StoreError> {
-        let path = key::blob_path(&self.blobs, key)?;
-        let shard = path.parent().unwrap_or(&self.blobs);
-        let guard = self.lock_mutate();
-        fs::create_dir_all(shard).map_err(io_err("create directory", shard))?;
-        fs::rename(temp, &path).map_err(io_err("rename into place", temp))?;
-        // The rename must be on disk before the index says the file exists.
-        sync_dir(shard)?;
-        let now = self.now();
-        let encoded = Record::blob(size, index::unix_secs(now)).encode();
-        let op = self.index_op("commit blob", Some(key));
-        let indexed = self.db.begin_write().ctx(op).and_then(|txn| {
-            txn.open_table(OBJECTS)
-                .ctx(op)?
-                .insert(key, encoded.as_slice())
-                .ctx(op)?;
-            txn.commit().ctx(op)
-        });
-        if let Err(e) = indexed {
-            // Leave no orphan behind. An older entry for the key (its file now
-            // replaced) is caught by `open_blob`'s length check.
-            if let Err(rm) = fs::remove_file(&path) {
-                warn!(key, path = %path.display(), error = %rm, "cannot delete an unindexed blob");
-            }
-            return Err(e);
-        }
-        self.accounts()
-            .insert(key, EntryKind::Blob, size, index::unix_nanos(now));
-        self.evict_after_insert(&guard, key);
-        Ok(())
-    }
-
     /// Evicts down to the limit after `key` was stored, sparing `key` unless it
     /// alone exceeds the limit. The insert already succeeded, so a failure here
     /// is logged, not returned: the caller's object is stored.
-    fn evict_after_insert(&self, guard: &MutexGuard<'_, ()>, key: &str) {
+    pub(crate) fn evict_after_insert(&self, guard: &MutexGuard<'_, ()>, key: &str) {
         let victims = self.accounts().lru_victims(self.max_size, Some(key));
         if let Err(e) = self.remove_locked(guard, &victims) {
             warn!(key, error = %e, "eviction after a store failed");

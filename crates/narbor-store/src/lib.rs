@@ -46,6 +46,29 @@
 //! [`DiskStore::flush_access_times`]; a crash loses only the accesses since the
 //! last flush, which only makes eviction slightly less fair.
 //!
+//! After a `kill -9`, redb's open verifies its checksums and rebuilds its
+//! allocator state. redb's "quick repair" would make that instant but costs an
+//! extra fsync and an allocator write on every commit, and we commit on every
+//! put; a slower open after a crash is the better trade.
+//!
+//! # Costs
+//!
+//! Measured 2026-11-21 on the project's 2-core AMD EPYC machine, release build,
+//! 100k narinfo-sized (1 KiB) documents, a 257 MiB `index.redb`
+//! (`tests/open_speed.rs`):
+//!
+//! | operation | time |
+//! |---|---|
+//! | `open`, clean | 0.17–0.24 s |
+//! | `open` after `kill -9` (redb repair) | 0.49–0.58 s |
+//! | `get_document`, each of the 100k once | 0.31–0.36 s in all |
+//! | `flush_access_times` with all 100k accessed | 1.7–1.9 s |
+//!
+//! The flush rewrites each accessed entry's whole value (documents are inline),
+//! and it blocks other writers while it runs; flushed every minute, it only
+//! writes the keys read in that minute. Memory for the accounts, estimated:
+//! 100 to 150 bytes per entry (a 40-byte map slot plus the key's allocation).
+//!
 //! # Concurrency
 //!
 //! One mutex serialises every change to the index and the blob directory

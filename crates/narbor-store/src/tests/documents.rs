@@ -138,3 +138,34 @@ fn entries_lists_both_kinds() {
     assert_eq!((entries[1].kind, entries[1].size), (EntryKind::Blob, 10));
     assert_eq!(entries[1].stored_at, fx.time(1_700_000_000));
 }
+
+#[test]
+fn put_documents_stores_all_in_one_go_with_exact_accounts() {
+    let fx = Fixture::new();
+    let store = fx.open(u64::MAX);
+    store.put_document("a.narinfo", b"old").unwrap();
+    let docs: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("{i:032}.narinfo"), vec![b'x'; i + 1]))
+        .chain([("a.narinfo".to_owned(), b"new!".to_vec())])
+        .collect();
+    let refs: Vec<(&str, &[u8])> = docs
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.as_slice()))
+        .collect();
+    store.put_documents(&refs).unwrap();
+    let expected: u64 = (1..=100).sum::<u64>() + 4;
+    assert_eq!(store.stats().objects, 101);
+    assert_eq!(store.stats().bytes, expected);
+    assert_eq!(
+        store.get_document("a.narinfo").unwrap().unwrap().body,
+        b"new!"
+    );
+    drop(store);
+    let store = fx.open(u64::MAX);
+    assert_eq!(store.stats().bytes, expected, "the same after reopening");
+    assert!(
+        store.put_documents(&[("../x", b"x")]).is_err(),
+        "keys are checked first"
+    );
+    assert_eq!(store.stats().objects, 101, "and nothing was written");
+}

@@ -165,6 +165,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often upkeep runs: often enough that `--inactive` is honoured within a
+/// tenth of itself, never more than once a second or less than once a minute.
+fn upkeep_interval(inactive: Duration) -> Duration {
+    (inactive / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
 /// Background upkeep: orphan files from a crash, access times, inactivity.
 async fn maintain(store: Arc<DiskStore>, inactive: Duration) {
     let s = Arc::clone(&store);
@@ -173,21 +179,17 @@ async fn maintain(store: Arc<DiskStore>, inactive: Duration) {
         Ok(Err(e)) => tracing::warn!("sweeping orphans failed: {e}"),
         _ => {}
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut minutes = 0u64;
+    let mut tick = tokio::time::interval(upkeep_interval(inactive));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let s = Arc::clone(&store);
-        let evict_now = minutes.is_multiple_of(60);
-        minutes += 1;
         let result = tokio::task::spawn_blocking(move || {
             s.flush_access_times()?;
-            if evict_now {
-                if let Some(cutoff) = SystemTime::now().checked_sub(inactive) {
-                    let evicted = s.evict_inactive(cutoff)?;
-                    if !evicted.is_empty() {
-                        tracing::info!(evicted = evicted.len(), "evicted inactive objects");
-                    }
+            if let Some(cutoff) = SystemTime::now().checked_sub(inactive) {
+                let evicted = s.evict_inactive(cutoff)?;
+                if !evicted.is_empty() {
+                    tracing::info!(evicted = evicted.len(), "evicted inactive objects");
                 }
             }
             Ok::<_, narbor_store::StoreError>(())

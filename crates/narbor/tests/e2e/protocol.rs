@@ -162,6 +162,14 @@ fn narbor_keys_sign_for_nix_and_nix_keys_sign_for_narbor() {
             .args(["narinfo", "check", "--trusted-key", &narbor_pub])
             .args(&narinfos),
     );
+    // ... and Nix verifies its own signature, made with narbor's key.
+    run_ok(
+        env.cmd("nix")
+            .args(["store", "verify", "--sigs-needed", "1", "--store"])
+            .arg(format!("file://{}", cache.display()))
+            .args(["--option", "trusted-public-keys", &narbor_pub])
+            .arg(&path),
+    );
     // The same documents fail against a key of the same name with other bytes.
     let (sk2, pk2) = (env.path("other.sk"), env.path("other.pk"));
     run_ok(

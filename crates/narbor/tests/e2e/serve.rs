@@ -642,3 +642,134 @@ fn cache_info_and_landing_page() {
     assert!(html.contains("extra-substituters = "));
     assert!(html.contains("/health"));
 }
+
+#[test]
+fn a_client_that_disconnects_does_not_break_the_fill_for_the_others() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let nar = pseudo_random(6 * 1024 * 1024, 41);
+    let key = put_nar(&root, &nar);
+    let upstream = Upstream::start(root);
+    upstream.set_rate(4 * 1024 * 1024);
+    let cache = dir.path().join("cache");
+    let narbor = Arc::new(NarborServer::start(
+        &cache,
+        &["--upstream", &upstream.url()],
+    ));
+    // The first client starts the fill, reads a little, and hangs up.
+    let mut quitter = std::net::TcpStream::connect(narbor.addr).unwrap();
+    write!(quitter, "GET /{key} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut some = vec![0u8; 4096];
+    assert!(quitter.read(&mut some).unwrap() > 0);
+    let others: Vec<_> = (0..2)
+        .map(|_| {
+            let (narbor, key) = (Arc::clone(&narbor), key.clone());
+            std::thread::spawn(move || narbor.get(&format!("/{key}")))
+        })
+        .collect();
+    drop(quitter);
+    for t in others {
+        let r = t.join().unwrap();
+        assert_eq!((r.status, r.complete), (200, true));
+        assert_eq!(Sha256::digest(&r.body), Sha256::digest(&nar));
+    }
+    assert_eq!(upstream.requests(&key), 1);
+    assert_eq!(narbor.get(&format!("/{key}")).cache_status(), "HIT");
+}
+
+#[test]
+fn inactive_objects_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let key = put_nar(&root, &pseudo_random(100_000, 77));
+    let upstream = Upstream::start(root);
+    let narbor = NarborServer::start(
+        &dir.path().join("cache"),
+        &["--upstream", &upstream.url(), "--inactive", "2s"],
+    );
+    assert_eq!(narbor.get(&format!("/{key}")).status, 200);
+    assert_eq!(narbor.head(&format!("/{key}")).cache_status(), "HIT");
+    // Upkeep runs every second with --inactive 2s; asking counts as use, so
+    // only ask again once the object has had time to go.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = narbor.head(&format!("/{key}"));
+    assert_eq!(
+        after.cache_status(),
+        "MISS",
+        "evicted after the inactivity window"
+    );
+}
+
+#[test]
+fn failover_to_the_next_upstream_on_errors_and_404s() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root1, root2) = (dir.path().join("up1"), dir.path().join("up2"));
+    std::fs::create_dir_all(&root1).unwrap();
+    let only_second = put_nar(&root2, &pseudo_random(5000, 1));
+    let broken_on_first = put_nar(&root2, &pseudo_random(5000, 2));
+    put_nar(&root1, &pseudo_random(5000, 2));
+    let (first, second) = (Upstream::start(root1), Upstream::start(root2));
+    first.set_fault(&broken_on_first, Some(Fault::ServerError));
+    let narbor = NarborServer::start(
+        &dir.path().join("cache"),
+        &["--upstream", &first.url(), "--upstream", &second.url()],
+    );
+    let r = narbor.get(&format!("/{only_second}"));
+    assert_eq!(
+        (r.status, r.cache_status()),
+        (200, "MISS"),
+        "404 on the first: asks the second"
+    );
+    assert_eq!(
+        (first.requests(&only_second), second.requests(&only_second)),
+        (1, 1)
+    );
+    let r = narbor.get(&format!("/{broken_on_first}"));
+    assert_eq!(r.status, 200, "500 on the first: asks the second");
+    assert_eq!(second.requests(&broken_on_first), 1);
+    first.stop();
+    let third = put_nar(&second.root, &pseudo_random(5000, 3));
+    assert_eq!(
+        narbor.get(&format!("/{third}")).status,
+        200,
+        "the first is down: the second serves"
+    );
+    // Every upstream failing with nothing stored is a 502, not a 404.
+    let missing = format!("nar/{}.nar", Sha256::digest(b"nowhere").to_nix32());
+    second.set_fault(&missing, Some(Fault::ServerError));
+    let r = narbor.get(&format!("/{missing}"));
+    assert_eq!((r.status, r.cache_status()), (502, "ERROR"));
+}
+
+#[test]
+fn http2_when_the_client_asks_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let narbor = NarborServer::start(&dir.path().join("cache"), &["--no-upstream"]);
+    let out = run_ok(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg(format!("{}/nix-cache-info", narbor.url())),
+    );
+    assert_eq!(stdout_str(&out), "2 200");
+    let out = run_ok(
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--http1.1",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg(format!("{}/nix-cache-info", narbor.url())),
+    );
+    assert_eq!(stdout_str(&out), "1.1 200");
+}
