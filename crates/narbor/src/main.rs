@@ -4,6 +4,7 @@
 //! that uses `anyhow`; the libraries return typed errors.
 
 mod cli;
+mod config;
 
 use std::process::ExitCode;
 
@@ -11,7 +12,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_logging();
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
@@ -21,10 +21,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to standard error; `RUST_LOG` (e.g. `narbor=debug`) sets the level,
-/// `info` by default: startup, each stored NAR, failures; requests at `debug`.
-fn init_logging() {
+/// Logs go to standard error. `RUST_LOG` (e.g. `narbor=debug`) beats `default`
+/// (serve's `log` setting). `info` logs startup, each stored NAR, failures;
+/// requests log at `debug`.
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

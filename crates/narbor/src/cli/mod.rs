@@ -1,10 +1,11 @@
 //! The subcommands and their dispatch.
 
+mod check_config;
 mod keygen;
 mod nar;
 mod narinfo;
 mod serve;
-mod units;
+pub(crate) mod units;
 
 use std::io::Read;
 use std::path::Path;
@@ -32,17 +33,23 @@ enum Command {
     /// Write, list and check NAR archives.
     #[command(subcommand)]
     Nar(nar::Command),
+    /// Check a `narbor serve` config file without starting anything.
+    CheckConfig(check_config::Args),
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
     Serve(serve::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::init_logging("info");
+    }
     match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Narinfo(cmd) => narinfo::run(cmd),
         Command::Nar(cmd) => nar::run(cmd),
         Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => check_config::run(args),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `XDG_CACHE_HOME`; `scripts/test.sh` installs it. A missing tool fails the
 //! test with a message naming it: nothing is skipped silently.
 
+mod config;
 mod layering;
 mod protocol;
 mod serve;

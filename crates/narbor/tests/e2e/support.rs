@@ -186,6 +186,8 @@ pub struct NarborServer {
     pub addr: std::net::SocketAddr,
     pub cache_dir: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment for the narbor process only.
+    pub env: Vec<(String, String)>,
     child: Option<std::process::Child>,
     log: PathBuf,
 }
@@ -194,11 +196,20 @@ impl NarborServer {
     /// Starts `narbor serve --listen 127.0.0.1:PORT --cache-dir DIR ARGS...` and
     /// waits until it answers `/health`.
     pub fn start(cache_dir: &Path, args: &[&str]) -> NarborServer {
+        Self::start_with_env(cache_dir, args, &[])
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables for narbor.
+    pub fn start_with_env(cache_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NarborServer {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut server = NarborServer {
             addr,
             cache_dir: cache_dir.to_owned(),
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             log: cache_dir.with_extension(format!("{}.log", addr.port())),
         };
@@ -220,6 +231,7 @@ impl NarborServer {
             .arg(&self.cache_dir)
             .args(&self.args)
             .env("RUST_LOG", "narbor=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -276,6 +288,17 @@ impl NarborServer {
                 self.log_text()
             );
         }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        let child = self.child.as_ref().expect("running");
+        run_ok(Command::new("kill").arg(child.id().to_string()));
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
     }
 
     pub fn restart(&mut self) {

@@ -1,0 +1,35 @@
+//! `narbor check-config`: validate a serve config file without starting.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::ServeOptions;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The TOML config file to check.
+    file: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = super::serve::settings(Some(&args.file), ServeOptions::default())?;
+    let listen: Vec<String> = settings.listen.iter().map(ToString::to_string).collect();
+    println!("{}: ok", args.file.display());
+    println!("  listen        {}", listen.join(" "));
+    println!("  cache-dir     {}", settings.cache_dir.display());
+    println!("  max-size      {} bytes", settings.max_size);
+    println!("  inactive      {}s", settings.inactive.as_secs());
+    if settings.upstreams.is_empty() {
+        println!("  upstreams     none (serving only what is stored)");
+    } else {
+        println!("  upstreams     {}", settings.upstreams.join(" "));
+    }
+    println!("  priority      {}", settings.priority);
+    println!("  narinfo-ttl   {}s", settings.narinfo_ttl.as_secs());
+    println!("  negative-ttl  {}s", settings.negative_ttl.as_secs());
+    println!("  trusted-keys  {}", settings.trusted_keys.len());
+    if let Some(key) = &settings.sign_key {
+        println!("  signing as    {}", key.public_key());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,354 @@
+//! `narbor serve`'s settings: one definition that is both the command line and
+//! the TOML config file, and how they combine.
+//!
+//! Every option has a flag (`--max-size`), a config key (`max-size`) and, for
+//! the usual ones, an environment variable (`NARBOR_MAX_SIZE`). Precedence: a
+//! flag beats the environment, which beats the file, which beats the built-in
+//! default. Unknown keys in the file are errors that name the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use narbor_proto::{PublicKey, SecretKey};
+use serde::Deserialize;
+
+use crate::cli::units::{parse_duration, parse_size};
+
+/// The default listen address: loopback only, on narbor's own port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:37515";
+/// The upstream a pull-through cache exists for.
+pub const DEFAULT_UPSTREAM: &str = "https://cache.nixos.org";
+/// Bigger than most fleets' working set, small enough for a laptop disk.
+pub const DEFAULT_MAX_SIZE: &str = "200G";
+/// A month: what nobody asked for in that long is unlikely to be asked again.
+pub const DEFAULT_INACTIVE: &str = "30d";
+/// Below cache.nixos.org's 40, so Nix asks this cache first.
+pub const DEFAULT_PRIORITY: u32 = 30;
+/// A narinfo for a store hash practically never changes: a week.
+pub const DEFAULT_NARINFO_TTL: &str = "7d";
+/// Short, so a path pushed upstream a minute ago is found.
+pub const DEFAULT_NEGATIVE_TTL: &str = "1m";
+
+/// Options of `narbor serve`, as flags and as config-file keys. Every field is
+/// optional here; [`ServeOptions::resolve`] applies the defaults.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeOptions {
+    /// Address to listen on (repeatable) [default: 127.0.0.1:37515].
+    #[arg(
+        long = "listen",
+        value_name = "ADDR:PORT",
+        env = "NARBOR_LISTEN",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Where to store cached objects [default: $XDG_CACHE_HOME/narbor or ~/.cache/narbor].
+    #[arg(long, value_name = "DIR", env = "NARBOR_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// The most the store may hold; K, M, G, T are powers of 1024 [default: 200G].
+    #[arg(long, value_name = "SIZE", env = "NARBOR_MAX_SIZE")]
+    pub max_size: Option<String>,
+    /// Evict what nobody asked for in this long [default: 30d].
+    #[arg(long, value_name = "DURATION")]
+    pub inactive: Option<String>,
+    /// An upstream cache, tried in the order given (repeatable; replaces the default,
+    /// https://cache.nixos.org).
+    #[arg(
+        long = "upstream",
+        value_name = "URL",
+        env = "NARBOR_UPSTREAMS",
+        value_delimiter = ' '
+    )]
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// Serve only what is stored; ask no upstream.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_upstream: bool,
+    /// The Priority advertised in nix-cache-info [default: 30, below cache.nixos.org's 40,
+    /// so Nix asks this cache first].
+    #[arg(long, value_name = "N", env = "NARBOR_PRIORITY")]
+    pub priority: Option<u32>,
+    /// How long a stored narinfo is served before asking upstream again [default: 7d].
+    #[arg(long, value_name = "DURATION")]
+    pub narinfo_ttl: Option<String>,
+    /// How long an upstream 404 is remembered [default: 1m].
+    #[arg(long, value_name = "DURATION")]
+    pub negative_ttl: Option<String>,
+    /// A public key `name:base64` (repeatable): when given, a narinfo without a valid
+    /// signature by one of these keys is neither cached nor served.
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// A secret key file: narbor adds its own signature to every narinfo it stores.
+    #[arg(long, value_name = "FILE", env = "NARBOR_SIGN_KEY_FILE")]
+    pub sign_key_file: Option<PathBuf>,
+    /// The log filter, e.g. `info` or `narbor=debug` [default: info; RUST_LOG wins].
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// `serve`'s settings with every default applied and every value checked.
+#[derive(Debug)]
+pub struct ServeSettings {
+    pub listen: Vec<SocketAddr>,
+    pub cache_dir: PathBuf,
+    pub max_size: u64,
+    pub inactive: Duration,
+    pub upstreams: Vec<String>,
+    pub priority: u32,
+    pub narinfo_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub trusted_keys: Vec<PublicKey>,
+    pub sign_key: Option<SecretKey>,
+    pub log: String,
+}
+
+impl ServeOptions {
+    /// Reads a config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<ServeOptions> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+
+    /// These options (flags and environment) over `file`'s.
+    pub fn over(self, file: ServeOptions) -> ServeOptions {
+        fn list<T>(mine: Vec<T>, theirs: Vec<T>) -> Vec<T> {
+            if mine.is_empty() {
+                theirs
+            } else {
+                mine
+            }
+        }
+        ServeOptions {
+            listen: list(self.listen, file.listen),
+            cache_dir: self.cache_dir.or(file.cache_dir),
+            max_size: self.max_size.or(file.max_size),
+            inactive: self.inactive.or(file.inactive),
+            upstreams: list(self.upstreams, file.upstreams),
+            no_upstream: self.no_upstream || file.no_upstream,
+            priority: self.priority.or(file.priority),
+            narinfo_ttl: self.narinfo_ttl.or(file.narinfo_ttl),
+            negative_ttl: self.negative_ttl.or(file.negative_ttl),
+            trusted_keys: list(self.trusted_keys, file.trusted_keys),
+            sign_key_file: self.sign_key_file.or(file.sign_key_file),
+            log: self.log.or(file.log),
+        }
+    }
+
+    /// Applies the defaults and checks every value, naming the option at fault.
+    pub fn resolve(self) -> anyhow::Result<ServeSettings> {
+        let size = |key: &str, v: Option<String>, default: &str| {
+            let v = v.unwrap_or_else(|| default.to_owned());
+            parse_size(&v).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+        };
+        let duration = |key: &str, v: Option<String>, default: &str| {
+            let v = v.unwrap_or_else(|| default.to_owned());
+            parse_duration(&v).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+        };
+        if self.no_upstream && !self.upstreams.is_empty() {
+            bail!("no-upstream and upstreams contradict each other: give one of them");
+        }
+        let upstreams = if self.no_upstream {
+            Vec::new()
+        } else if self.upstreams.is_empty() {
+            vec![DEFAULT_UPSTREAM.to_owned()]
+        } else {
+            self.upstreams
+                .iter()
+                .map(|u| check_upstream(u))
+                .collect::<anyhow::Result<_>>()?
+        };
+        let trusted_keys = self
+            .trusted_keys
+            .iter()
+            .map(|k| {
+                PublicKey::parse(k)
+                    .with_context(|| format!("trusted-key {k:?} is not a public key (name:base64)"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let sign_key = match &self.sign_key_file {
+            Some(path) => Some(load_secret_key(path)?),
+            None => None,
+        };
+        let cache_dir = match self.cache_dir {
+            Some(d) => d,
+            None => default_cache_dir()?,
+        };
+        Ok(ServeSettings {
+            listen: if self.listen.is_empty() {
+                vec![DEFAULT_LISTEN.parse().expect("the default address parses")]
+            } else {
+                self.listen
+            },
+            cache_dir,
+            max_size: size("max-size", self.max_size, DEFAULT_MAX_SIZE)?,
+            inactive: duration("inactive", self.inactive, DEFAULT_INACTIVE)?,
+            upstreams,
+            priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
+            narinfo_ttl: duration("narinfo-ttl", self.narinfo_ttl, DEFAULT_NARINFO_TTL)?,
+            negative_ttl: duration("negative-ttl", self.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
+            trusted_keys,
+            sign_key,
+            log: self.log.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+fn load_secret_key(path: &Path) -> anyhow::Result<SecretKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("sign-key-file: reading {}", path.display()))?;
+    SecretKey::parse(&text).with_context(|| {
+        format!(
+            "sign-key-file: {} is not a secret key in Nix's format (make one with `narbor keygen`)",
+            path.display()
+        )
+    })
+}
+
+fn default_cache_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("narbor"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".cache").join("narbor")),
+        None => bail!("neither XDG_CACHE_HOME nor HOME is set: give cache-dir"),
+    }
+}
+
+fn check_upstream(url: &str) -> anyhow::Result<String> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && !url.contains(['?', '#', ' ']);
+    if !ok {
+        bail!("upstream {url:?} is not an http:// or https:// base URL (e.g. https://cache.nixos.org)");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<ServeOptions> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    #[test]
+    fn every_key_parses_and_resolves() {
+        let opts = parse(
+            r#"
+            listen = ["127.0.0.1:8080", "[::1]:8080"]
+            cache-dir = "/var/cache/narbor"
+            max-size = "500M"
+            inactive = "7d"
+            upstreams = ["https://cache.nixos.org/", "http://10.0.0.1:5000"]
+            priority = 20
+            narinfo-ttl = "1h"
+            negative-ttl = "30s"
+            trusted-keys = ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="]
+            log = "narbor=debug"
+            "#,
+        )
+        .unwrap();
+        let s = opts.resolve().unwrap();
+        assert_eq!(s.listen.len(), 2);
+        assert_eq!(s.cache_dir, PathBuf::from("/var/cache/narbor"));
+        assert_eq!(s.max_size, 500 << 20);
+        assert_eq!(s.inactive, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            s.upstreams,
+            ["https://cache.nixos.org", "http://10.0.0.1:5000"]
+        );
+        assert_eq!(s.priority, 20);
+        assert_eq!(s.narinfo_ttl, Duration::from_secs(3600));
+        assert_eq!(s.negative_ttl, Duration::from_secs(30));
+        assert_eq!(s.trusted_keys.len(), 1);
+        assert_eq!(s.log, "narbor=debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("max-size = \"1G\"\ncache-size = \"2G\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache-size"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = parse("max-size = \"12X\"")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("max-size:"), "{err}");
+        let err = parse("narinfo-ttl = \"soon\"")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("narinfo-ttl:"), "{err}");
+        let err = parse("upstreams = [\"ftp://x\"]")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ftp://x"), "{err}");
+        let err = parse("trusted-keys = [\"nonsense\"]")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("trusted-key"), "{err:#}");
+        assert!(parse("priority = \"high\"").is_err());
+        assert!(parse("listen = [\"not an address\"]").is_err());
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_defaults_fill_the_rest() {
+        let file = parse("max-size = \"1G\"\npriority = 10\nupstreams = [\"http://a\"]\n").unwrap();
+        let flags = ServeOptions {
+            priority: Some(50),
+            cache_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let s = flags.over(file).resolve().unwrap();
+        assert_eq!(s.priority, 50, "the flag wins");
+        assert_eq!(s.max_size, 1 << 30, "the file fills what flags leave");
+        assert_eq!(s.upstreams, ["http://a"]);
+        assert_eq!(
+            s.negative_ttl,
+            Duration::from_secs(60),
+            "defaults fill the rest"
+        );
+        assert_eq!(s.listen, [DEFAULT_LISTEN.parse::<SocketAddr>().unwrap()]);
+        let flags = ServeOptions {
+            upstreams: vec!["http://b".into()],
+            ..Default::default()
+        };
+        let s = flags
+            .over(parse("upstreams = [\"http://a\"]").unwrap())
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            s.upstreams,
+            ["http://b"],
+            "a list flag replaces the file's list"
+        );
+    }
+
+    #[test]
+    fn no_upstream_and_upstreams_contradict() {
+        let err = parse("no-upstream = true\nupstreams = [\"http://a\"]")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("contradict"));
+        let s = parse("no-upstream = true").unwrap().resolve().unwrap();
+        assert!(s.upstreams.is_empty());
+    }
+}
