@@ -6,6 +6,7 @@
 //! test with a message naming it: nothing is skipped silently.
 
 mod config;
+mod hostile;
 mod layering;
 mod protocol;
 mod serve;

@@ -25,6 +25,16 @@ pub enum Fault {
     Reset,
     /// Answer 500.
     ServerError,
+    /// Answer with this status (429 and 503 carry `Retry-After: 1`).
+    Status(u16),
+    /// Redirect to the same path, forever.
+    RedirectLoop,
+    /// A response head with a 1 MiB header.
+    HugeHeaders,
+    /// Send the body one byte every 20 ms.
+    Drip,
+    /// Send the head and half the body, then nothing for 10 minutes.
+    Stall,
 }
 
 #[derive(Default)]
@@ -154,10 +164,35 @@ fn serve_connection(
         };
         let file = root.join(&path);
         let safe = !path.contains("..") && file.is_file();
-        if fault == Some(Fault::ServerError) {
-            let _ =
-                conn.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
-            continue;
+        match fault {
+            Some(Fault::ServerError) => {
+                let _ = conn
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            }
+            Some(Fault::Status(code)) => {
+                let retry = if code == 429 || code == 503 {
+                    "Retry-After: 1\r\n"
+                } else {
+                    ""
+                };
+                let head = format!("HTTP/1.1 {code} Fault\r\n{retry}Content-Length: 0\r\n\r\n");
+                let _ = conn.write_all(head.as_bytes());
+                continue;
+            }
+            Some(Fault::RedirectLoop) => {
+                let head =
+                    format!("HTTP/1.1 302 Found\r\nLocation: /{path}\r\nContent-Length: 0\r\n\r\n");
+                let _ = conn.write_all(head.as_bytes());
+                continue;
+            }
+            Some(Fault::HugeHeaders) => {
+                let big = "x".repeat(1 << 20);
+                let head = format!("HTTP/1.1 200 OK\r\nX-Huge: {big}\r\nContent-Length: 0\r\n\r\n");
+                let _ = conn.write_all(head.as_bytes());
+                return;
+            }
+            _ => {}
         }
         if !safe {
             let _ =
@@ -178,10 +213,24 @@ fn serve_connection(
                 body[len / 2] ^= 0xff;
                 len
             }
-            Some(Fault::CutShort) | Some(Fault::Reset) => len / 2,
+            Some(Fault::CutShort) | Some(Fault::Reset) | Some(Fault::Stall) => len / 2,
             _ => len,
         };
-        if send_body(&mut conn, &body[..send_len], rate).is_err() {
+        let sent = if fault == Some(Fault::Drip) {
+            send_drip(&mut conn, &body[..send_len], stopped)
+        } else {
+            send_body(&mut conn, &body[..send_len], rate)
+        };
+        if sent.is_err() {
+            return;
+        }
+        if fault == Some(Fault::Stall) {
+            for _ in 0..600 {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
             return;
         }
         match fault {
@@ -196,6 +245,17 @@ fn serve_connection(
             _ => {}
         }
     }
+}
+
+fn send_drip(conn: &mut TcpStream, body: &[u8], stopped: &AtomicBool) -> std::io::Result<()> {
+    for b in body {
+        if stopped.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("stopped"));
+        }
+        conn.write_all(std::slice::from_ref(b))?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn send_body(conn: &mut TcpStream, body: &[u8], rate: u64) -> std::io::Result<()> {
