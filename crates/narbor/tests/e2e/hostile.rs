@@ -90,7 +90,8 @@ fn malformed_narinfos_are_never_stored_or_served() {
         &dir.path().join("cache"),
         &["--upstream", &upstream.url()],
     ));
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+    type Spoil = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Spoil)> = vec![
         (
             "missing NarHash",
             Box::new(|good: &str| {
