@@ -6,6 +6,7 @@
 //! test with a message naming it: nothing is skipped silently.
 
 mod layering;
+mod packaging;
 mod protocol;
 mod serve;
 mod support;
