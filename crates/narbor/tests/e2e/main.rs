@@ -7,6 +7,7 @@
 
 mod layering;
 mod packaging;
+mod packaging_module;
 mod protocol;
 mod serve;
 mod support;

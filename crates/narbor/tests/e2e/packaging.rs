@@ -16,7 +16,7 @@ use std::process::Command;
 use crate::support::{run_fails, run_ok, stderr_str, stdout_str};
 
 /// Every key narbor's config file has (the lead's config loader reads them).
-const CONFIG_KEYS: &[&str] = &[
+pub const CONFIG_KEYS: &[&str] = &[
     "listen",
     "cache-dir",
     "max-size",
@@ -39,7 +39,7 @@ const CONFIG_KEYS: &[&str] = &[
     "log",
 ];
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -65,7 +65,7 @@ fn files_ending(dir: &Path, suffix: &str, out: &mut Vec<PathBuf>) {
 }
 
 /// Evaluates a Nix expression strictly, returning its JSON value.
-fn nix_eval_json(expr: &str) -> serde_json::Value {
+pub fn nix_eval_json(expr: &str) -> serde_json::Value {
     let out = run_ok(
         Command::new("nix-instantiate")
             .current_dir(repo_root())
@@ -136,6 +136,31 @@ fn parsing_catches_a_misspelt_name_outside_with() {
     }
 }
 
+/// Panics unless every key is one narbor knows, with a value of its type.
+pub fn check_config_types(config: &serde_json::Map<String, serde_json::Value>) {
+    let lists = [
+        "listen",
+        "upstreams",
+        "trusted-keys",
+        "http-redirect-listen",
+    ];
+    for (key, value) in config {
+        assert!(
+            CONFIG_KEYS.contains(&key.as_str()),
+            "unknown config key {key}"
+        );
+        let ok = match key.as_str() {
+            k if lists.contains(&k) => value
+                .as_array()
+                .is_some_and(|items| items.iter().all(serde_json::Value::is_string)),
+            "no-upstream" | "stats-public" | "lan" => value.is_boolean(),
+            "priority" => value.is_u64(),
+            _ => value.is_string(),
+        };
+        assert!(ok, "{key} = {value} has the wrong type");
+    }
+}
+
 /// The example config, with its commented-out keys uncommented, as parsed
 /// by Nix's own TOML reader.
 fn example_config(uncomment: bool) -> serde_json::Map<String, serde_json::Value> {
@@ -167,23 +192,7 @@ fn example_config_has_every_key_with_its_type() {
     expected.sort_unstable();
     assert_eq!(keys, expected, "packaging/narbor.toml keys");
 
-    let lists = [
-        "listen",
-        "upstreams",
-        "trusted-keys",
-        "http-redirect-listen",
-    ];
-    for (key, value) in &all {
-        let ok = match key.as_str() {
-            k if lists.contains(&k) => value
-                .as_array()
-                .is_some_and(|items| items.iter().all(serde_json::Value::is_string)),
-            "no-upstream" | "stats-public" | "lan" => value.is_boolean(),
-            "priority" => value.is_u64(),
-            _ => value.is_string(),
-        };
-        assert!(ok, "{key} = {value} has the wrong type");
-    }
+    check_config_types(&all);
 
     // Without uncommenting: the defaults, and none of the keys that have none.
     let defaults = example_config(false);
