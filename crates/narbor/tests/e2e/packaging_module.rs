@@ -352,3 +352,56 @@ fn contradictions_and_bad_values_are_refused() {
         assert!(error.contains(option), "{user}: {error}");
     }
 }
+
+/// flake.nix over a stand-in nixpkgs (`flake-eval.nix`): what the package
+/// asks buildRustPackage for, the overlay, and nixosModules.default.
+#[test]
+fn flake_outputs_build_this_workspace() {
+    let root = repo_root();
+    let r = nix_eval_json("import ./crates/narbor/tests/e2e/flake-eval.nix");
+    for output in [
+        "packages",
+        "overlays",
+        "nixosModules",
+        "devShells",
+        "checks",
+    ] {
+        assert!(
+            r["outputNames"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(output)),
+            "{output}"
+        );
+    }
+    let cargo_toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(cargo_toml.contains(&format!("version = \"{version}\"")));
+    let at = |rel: &str| json!(root.join(rel).display().to_string());
+    let expected = json!({
+        "pname": "narbor",
+        "version": version,
+        "cargoBuildFlags": ["--package", "narbor"],
+        "doCheck": false,
+        "lockFile": at("Cargo.lock"),
+        "srcRoot": root.display().to_string(),
+        "srcFiles": [at("Cargo.toml"), at("Cargo.lock"), at("crates")],
+        "mainProgram": "narbor",
+        "license": ["MIT", "Apache-2.0"]
+    });
+    assert_eq!(r["packages"]["narbor"], expected);
+    assert_eq!(r["packages"]["default"], expected);
+    assert_eq!(r["overlay"], expected);
+    assert_eq!(
+        r["modulePackage"], expected,
+        "the module defaults to the flake's package"
+    );
+    assert_eq!(
+        r["modulePackagePriority"],
+        json!("override"),
+        "with mkDefault"
+    );
+    assert_eq!(r["moduleImports"], json!([at("nix/module.nix")]));
+    assert_eq!(r["plainModule"], at("nix/module.nix"));
+    assert_eq!(r["systems"], json!(["aarch64-linux", "x86_64-linux"]));
+}
