@@ -233,8 +233,9 @@ in
 
     statsPublic = mkOption {
       type = types.bool;
-      default = false;
-      description = "Answer /status, /status.json and /metrics to every client, not only loopback (LAN mode implies it).";
+      default = cfg.lanMode;
+      defaultText = literalExpression "config.services.narbor.lanMode";
+      description = "Answer /status, /status.json and /metrics to every client, not only loopback.";
     };
 
     trustedKeys = mkOption {

@@ -107,6 +107,11 @@ fn defaults_are_hardened_and_change_nothing_else() {
 fn lan_mode_binds_port_80_and_opens_it_and_mdns() {
     let r = eval("{ enable = true; lanMode = true; }");
     assert_eq!(r["settings"]["lan"], json!(true));
+    assert_eq!(
+        r["settings"]["stats-public"],
+        json!(true),
+        "LAN mode: public stats"
+    );
     assert!(r["settings"].get("listen").is_none());
     assert_eq!(
         r["firewall"],
