@@ -56,6 +56,9 @@ pub struct Args {
     /// A secret key file: narbor adds its own signature to every narinfo it stores.
     #[arg(long, value_name = "FILE")]
     sign_key_file: Option<PathBuf>,
+    /// Let every client see /status, /status.json and /metrics, not only loopback ones.
+    #[arg(long)]
+    stats_public: bool,
 }
 
 fn default_cache_dir() -> anyhow::Result<PathBuf> {
@@ -129,6 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         trusted_keys,
         sign_key,
         upstream_options: UpstreamOptions::default(),
+        stats_public: args.stats_public,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
