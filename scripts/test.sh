@@ -16,6 +16,8 @@ required=(
   "skopeo:skopeo"
   "curl:curl"
   "zstd:zstd"
+  "promtool:prometheus"
+  "chromium:chromium"
 )
 missing=()
 for pair in "${required[@]}"; do

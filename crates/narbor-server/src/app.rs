@@ -153,9 +153,9 @@ impl Server {
                     let started = Instant::now();
                     let mut report = FillReport::default();
                     let outcome = server.fetch_document_from_upstream(&url, &mut report).await;
-                    tx.send_replace(Some(outcome));
-                    drop(guard);
                     server.record_fill(FillKind::Document, &url.to_path(), report, started);
+                    drop(guard);
+                    tx.send_replace(Some(outcome));
                 });
                 (rx, false)
             }
@@ -290,45 +290,54 @@ impl Server {
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let mut report = FillReport::default();
-                    match server.fill_nar(&key, file_hash, &tx, &mut report).await {
-                        Ok(Some(size)) => {
+                    let last = match server.fill_nar(&key, file_hash, &tx, &mut report).await {
+                        Ok(Some((reader, size))) => {
                             report.result = Ok(FillOutcome::Stored);
                             tracing::info!(
                                 %key, bytes = size, ms = started.elapsed().as_millis() as u64, "stored"
                             );
+                            FillState::Done { reader, size }
                         }
-                        Ok(None) => report.result = Ok(FillOutcome::NotFound),
+                        Ok(None) => {
+                            report.result = Ok(FillOutcome::NotFound);
+                            FillState::NotFound
+                        }
                         Err(e) => {
                             tracing::warn!(%key, "fill failed: {}", e.message);
-                            tx.send_replace(FillState::Failed(e.message.as_str().into()));
                             if let (Some(i), Some(kind)) = (report.upstream, e.upstream_kind()) {
                                 server.upstreams.record_late_error(i, kind, &e.message);
                             }
+                            let failed = FillState::Failed(e.message.as_str().into());
                             report.result = Err(e);
+                            failed
                         }
-                    }
-                    drop(guard);
+                    };
+                    // Counted, and out of the in-flight map, before any client
+                    // sees the end: a scrape after a response reflects its fill.
                     server.record_fill(FillKind::Nar, &key, report, started);
+                    drop(guard);
+                    tx.send_replace(last);
                 });
                 (rx, false)
             }
         })
     }
 
-    /// Streams a NAR from upstream into the store. `Ok(None)`: not found.
+    /// Streams a NAR from upstream into the store. `Ok(None)`: not found;
+    /// `Ok(Some)`: stored, with a reader of it and its size. The caller
+    /// publishes that last state.
     async fn fill_nar(
         &self,
         key: &str,
         file_hash: Sha256,
         tx: &watch::Sender<FillState>,
         report: &mut FillReport,
-    ) -> Result<Option<u64>, FillError> {
+    ) -> Result<Option<(Arc<std::fs::File>, u64)>, FillError> {
         use FailReason::{Integrity, Internal, StoreError, TooLarge, Truncated};
         let (upstream, resp) = match self.upstreams.get_stream(key).await {
             Lookup::Found { upstream, value } => (upstream, value),
             Lookup::NotFound => {
                 self.remember_not_found(key);
-                tx.send_replace(FillState::NotFound);
                 return Ok(None);
             }
             Lookup::Failed(e) => return Err(FillError::upstream(&e)),
@@ -397,8 +406,7 @@ impl Server {
             }
             Err(e) => return Err(FillError::new(StoreError, format!("cannot store: {e}"))),
         }
-        tx.send_replace(FillState::Done { reader, size });
-        Ok(Some(size))
+        Ok(Some((reader, size)))
     }
 
     /// Whether the upstreams have a NAR, and its length, without fetching it.

@@ -80,6 +80,7 @@ th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid var(--line);v
 th{color:var(--muted);font-weight:500}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:.82rem;word-break:break-all}
+td.url code{word-break:normal;white-space:nowrap}
 .badge{display:inline-block;padding:0 .45rem;border-radius:.6rem;font-size:.78rem;color:#fff}
 .ok{background:var(--ok)}.bad{background:var(--bad)}.neutral{background:var(--muted)}
 .legend span{display:inline-block;width:.8rem;height:.8rem;border-radius:.15rem;vertical-align:middle;margin:0 .3rem 0 .8rem}
@@ -156,7 +157,7 @@ fn cards(o: &mut String, s: &Snapshot) {
 <div class="big">{fetched_h}</div>
 <div class="sub"><span id="fetched-bytes">{fetched}</span> bytes from upstreams</div></div>
 <div class="card"><div class="label">Store</div>
-<div class="big">{use_pct:.1}%</div>
+<div class="big">{use_text}</div>
 <div class="bar"><div style="width:{use_pct:.2}%"></div></div>
 <div class="sub"><span id="store-bytes">{store_h}</span> of {limit_h} · {objects} objects · evicted {ev_size} for size, {ev_inactive} inactive</div></div>
 <div class="card"><div class="label">Fills</div>
@@ -167,6 +168,11 @@ fn cards(o: &mut String, s: &Snapshot) {
 <div class="sub">every request answered, pages included</div></div>
 </section>
 "#,
+        use_text = if st.bytes > 0 && use_pct < 0.1 {
+            "&lt;0.1%".to_owned()
+        } else {
+            format!("{use_pct:.1}%")
+        },
         hit_ratio = percent(r.hit_ratio),
         hits = r.hits,
         lookups = r.lookups,
@@ -251,8 +257,16 @@ fn chart(o: &mut String, minutes: &[Minute]) {
     }
     let label_y = H - 6.0;
     for (i, label) in [(0, "60 min ago"), (30, "30 min ago"), (59, "now")] {
-        let x = LEFT + i as f64 * slot + slot / 2.0;
-        let anchor = if i == 0 { "start" } else { "middle" };
+        let x = match i {
+            0 => LEFT,
+            59 => W,
+            _ => LEFT + i as f64 * slot + slot / 2.0,
+        };
+        let anchor = match i {
+            0 => "start",
+            59 => "end",
+            _ => "middle",
+        };
         let _ = writeln!(
             o,
             r#"<text x="{x:.1}" y="{label_y}" text-anchor="{anchor}">{label}</text>"#
@@ -291,7 +305,7 @@ fn upstreams(o: &mut String, s: &Snapshot) {
         };
         let _ = writeln!(
             o,
-            r#"<tr><td><code>{url}</code></td><td>{health}</td><td>{ok}</td><td>{failure}</td><td class="n">{found}</td><td class="n">{nf}</td><td class="n">{errors}</td><td class="n" title="{fetched} bytes">{fetched_h}</td><td class="n">{mean}</td><td class="n">{p95}</td></tr>"#,
+            r#"<tr><td class="url"><code>{url}</code></td><td>{health}</td><td>{ok}</td><td>{failure}</td><td class="n">{found}</td><td class="n">{nf}</td><td class="n">{errors}</td><td class="n" title="{fetched} bytes">{fetched_h}</td><td class="n">{mean}</td><td class="n">{p95}</td></tr>"#,
             url = escape(&u.url),
             health = health(u),
             ok = ago(s.now, u.last_success),

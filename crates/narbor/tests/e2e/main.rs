@@ -8,5 +8,6 @@
 mod layering;
 mod protocol;
 mod serve;
+mod stats;
 mod support;
 mod upstream;
