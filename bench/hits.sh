@@ -5,7 +5,8 @@
 #   bench/hits.sh [SECONDS] [CONNECTIONS]
 #   NARBOR_BIN=/path/to/other/narbor bench/hits.sh    # compare another build
 #
-# Prints requests per second for each; writes them to bench/results/hits.txt.
+# Prints requests per second for each; appends them to bench/results/hits.txt.
+# Needs wrk and curl (Debian packages of the same names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
