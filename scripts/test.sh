@@ -19,6 +19,8 @@ required=(
   "shellcheck:shellcheck"
   "systemd-analyze:systemd"
   "python3:python3"
+  "promtool:prometheus"
+  "chromium:chromium"
 )
 missing=()
 for pair in "${required[@]}"; do

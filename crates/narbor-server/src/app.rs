@@ -9,11 +9,14 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use narbor_proto::{CacheUrl, NarInfo, Sha256};
-use narbor_store::{DiskStore, StoreError};
+use narbor_store::DiskStore;
 use tokio::sync::watch;
 
 use crate::fill::{FillState, InFlight, Role};
-use crate::upstream::{transport, Lookup, Upstreams};
+use crate::metrics::{
+    FailReason, FillKind, FillOutcome, FillRecord, Metrics, MetricsSource, UpstreamErrorKind,
+};
+use crate::upstream::{transport, Lookup, UpstreamError, Upstreams};
 use crate::ServerConfig;
 
 /// The largest document (narinfo, listing, log) narbor fetches and stores.
@@ -34,6 +37,7 @@ pub struct Server {
     pub config: ServerConfig,
     pub store: Arc<DiskStore>,
     pub upstreams: Upstreams,
+    pub metrics: Arc<Metrics>,
     pub(crate) nar_fills: Arc<InFlight<FillState>>,
     pub(crate) doc_fills: Arc<InFlight<Option<DocOutcome>>>,
     negative: Mutex<HashMap<String, Instant>>,
@@ -44,11 +48,17 @@ impl Server {
         config: ServerConfig,
         store: Arc<DiskStore>,
     ) -> Result<Arc<Self>, crate::UpstreamError> {
-        let upstreams = Upstreams::new(&config.upstreams, &config.upstream_options)?;
+        let metrics = Arc::new(Metrics::new(&config.upstreams));
+        let upstreams = Upstreams::new(
+            &config.upstreams,
+            &config.upstream_options,
+            Arc::clone(&metrics),
+        )?;
         Ok(Arc::new(Server {
             config,
             store,
             upstreams,
+            metrics,
             nar_fills: InFlight::new(),
             doc_fills: InFlight::new(),
             negative: Mutex::new(HashMap::new()),
@@ -58,6 +68,33 @@ impl Server {
     /// Fills in flight right now (NARs and documents).
     pub fn fills_in_flight(&self) -> usize {
         self.nar_fills.len() + self.doc_fills.len()
+    }
+
+    /// Adds gauges of another part of narbor (the `--oci` index: entries,
+    /// refresh age) to `/metrics` and `/status`.
+    pub fn add_metrics_source(&self, source: Arc<dyn MetricsSource>) {
+        self.metrics.add_source(source);
+    }
+
+    fn record_fill(&self, kind: FillKind, key: &str, report: FillReport, started: Instant) {
+        let (outcome, reason, message) = match report.result {
+            Ok(outcome) => (outcome, None, None),
+            Err(e) => (FillOutcome::Failed, Some(e.reason), Some(e.message)),
+        };
+        self.metrics.fill_finished(FillRecord {
+            key: key.to_owned(),
+            kind,
+            upstream: report
+                .upstream
+                .and_then(|i| self.metrics.upstreams.get(i))
+                .map(|u| u.name.clone()),
+            bytes: report.bytes,
+            duration: started.elapsed(),
+            outcome,
+            reason,
+            message,
+            finished: SystemTime::now(),
+        });
     }
 
     pub(crate) fn is_negative(&self, key: &str) -> bool {
@@ -104,15 +141,21 @@ impl Server {
             .join_or_lead(&key, None, || true)
             .expect("may_lead is always true");
         let (mut rx, joined) = match role {
-            Role::Follower(rx) => (rx, true),
+            Role::Follower(rx) => {
+                self.metrics.count_coalesced(FillKind::Document);
+                (rx, true)
+            }
             Role::Leader(tx, guard) => {
                 let rx = tx.subscribe();
                 let server = Arc::clone(self);
                 let url = url.clone();
                 tokio::spawn(async move {
-                    let outcome = server.fetch_document_from_upstream(&url).await;
-                    tx.send_replace(Some(outcome));
+                    let started = Instant::now();
+                    let mut report = FillReport::default();
+                    let outcome = server.fetch_document_from_upstream(&url, &mut report).await;
+                    server.record_fill(FillKind::Document, &url.to_path(), report, started);
                     drop(guard);
+                    tx.send_replace(Some(outcome));
                 });
                 (rx, false)
             }
@@ -126,16 +169,26 @@ impl Server {
         (outcome, joined)
     }
 
-    async fn fetch_document_from_upstream(&self, url: &CacheUrl) -> DocOutcome {
+    async fn fetch_document_from_upstream(
+        &self,
+        url: &CacheUrl,
+        report: &mut FillReport,
+    ) -> DocOutcome {
         let key = url.to_path();
         let (upstream, body) = match self.upstreams.get_document(&key, DOCUMENT_LIMIT).await {
             Lookup::Found { upstream, value } => (upstream, value),
             Lookup::NotFound => {
                 self.remember_not_found(&key);
+                report.result = Ok(FillOutcome::NotFound);
                 return DocOutcome::NotFound;
             }
-            Lookup::Failed(e) => return DocOutcome::Failed(e.to_string().into()),
+            Lookup::Failed(e) => {
+                report.result = Err(FillError::upstream(&e));
+                return DocOutcome::Failed(e.to_string().into());
+            }
         };
+        report.upstream = Some(upstream);
+        report.bytes = body.len() as u64;
         let body = match self.check_document(url, body) {
             Ok(body) => body,
             Err(reason) => {
@@ -144,17 +197,33 @@ impl Server {
                     %key,
                     "rejected: {reason}"
                 );
+                self.upstreams
+                    .record_late_error(upstream, UpstreamErrorKind::Rejected, &reason);
+                report.result = Err(FillError::new(FailReason::Rejected, reason.clone()));
                 return DocOutcome::Rejected(reason.into());
             }
         };
         let store = Arc::clone(&self.store);
         let stored = body.clone();
         let key2 = key.clone();
-        match tokio::task::spawn_blocking(move || store.put_document(&key2, &stored)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(%key, "not stored: {e}"),
-            Err(e) => tracing::warn!(%key, "not stored: {e}"),
-        }
+        report.result =
+            match tokio::task::spawn_blocking(move || store.put_document(&key2, &stored)).await {
+                Ok(Ok(())) => Ok(FillOutcome::Stored),
+                Ok(Err(e)) => {
+                    tracing::warn!(%key, "not stored: {e}");
+                    Err(FillError::new(
+                        FailReason::StoreError,
+                        format!("not stored: {e}"),
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(%key, "not stored: {e}");
+                    Err(FillError::new(
+                        FailReason::Internal,
+                        format!("not stored: {e}"),
+                    ))
+                }
+            };
         DocOutcome::Found(body)
     }
 
@@ -210,58 +279,82 @@ impl Server {
             .nar_fills
             .join_or_lead(key, FillState::Connecting, || !store.contains(key))?;
         Some(match role {
-            Role::Follower(rx) => (rx, true),
+            Role::Follower(rx) => {
+                self.metrics.count_coalesced(FillKind::Nar);
+                (rx, true)
+            }
             Role::Leader(tx, guard) => {
                 let rx = tx.subscribe();
                 let server = Arc::clone(self);
                 let key = key.to_owned();
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    match server.fill_nar(&key, file_hash, &tx).await {
-                        Ok(Some(size)) => tracing::info!(
-                            %key, bytes = size, ms = started.elapsed().as_millis() as u64, "stored"
-                        ),
-                        Ok(None) => {}
-                        Err(reason) => {
-                            tracing::warn!(%key, "fill failed: {reason}");
-                            tx.send_replace(FillState::Failed(reason.into()));
+                    let mut report = FillReport::default();
+                    let last = match server.fill_nar(&key, file_hash, &tx, &mut report).await {
+                        Ok(Some((reader, size))) => {
+                            report.result = Ok(FillOutcome::Stored);
+                            tracing::info!(
+                                %key, bytes = size, ms = started.elapsed().as_millis() as u64, "stored"
+                            );
+                            FillState::Done { reader, size }
                         }
-                    }
+                        Ok(None) => {
+                            report.result = Ok(FillOutcome::NotFound);
+                            FillState::NotFound
+                        }
+                        Err(e) => {
+                            tracing::warn!(%key, "fill failed: {}", e.message);
+                            if let (Some(i), Some(kind)) = (report.upstream, e.upstream_kind()) {
+                                server.upstreams.record_late_error(i, kind, &e.message);
+                            }
+                            let failed = FillState::Failed(e.message.as_str().into());
+                            report.result = Err(e);
+                            failed
+                        }
+                    };
+                    // Counted, and out of the in-flight map, before any client
+                    // sees the end: a scrape after a response reflects its fill.
+                    server.record_fill(FillKind::Nar, &key, report, started);
                     drop(guard);
+                    tx.send_replace(last);
                 });
                 (rx, false)
             }
         })
     }
 
-    /// Streams a NAR from upstream into the store. `Ok(None)`: not found.
+    /// Streams a NAR from upstream into the store. `Ok(None)`: not found;
+    /// `Ok(Some)`: stored, with a reader of it and its size. The caller
+    /// publishes that last state.
     async fn fill_nar(
         &self,
         key: &str,
         file_hash: Sha256,
         tx: &watch::Sender<FillState>,
-    ) -> Result<Option<u64>, String> {
+        report: &mut FillReport,
+    ) -> Result<Option<(Arc<std::fs::File>, u64)>, FillError> {
+        use FailReason::{Integrity, Internal, StoreError, TooLarge, Truncated};
         let (upstream, resp) = match self.upstreams.get_stream(key).await {
             Lookup::Found { upstream, value } => (upstream, value),
             Lookup::NotFound => {
                 self.remember_not_found(key);
-                tx.send_replace(FillState::NotFound);
                 return Ok(None);
             }
-            Lookup::Failed(e) => return Err(e.to_string()),
+            Lookup::Failed(e) => return Err(FillError::upstream(&e)),
         };
+        report.upstream = Some(upstream);
         let name = self.upstreams.bases()[upstream].clone();
         let total = resp.content_length();
         let store = Arc::clone(&self.store);
         let key_owned = key.to_owned();
         let mut writer = tokio::task::spawn_blocking(move || store.begin_blob(&key_owned))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot store: {e}"))?;
-        let reader = Arc::new(
-            std::fs::File::open(writer.temp_path())
-                .map_err(|e| format!("cannot reopen temp file: {e}"))?,
-        );
+            .map_err(|e| FillError::new(Internal, e.to_string()))?
+            .map_err(|e| FillError::new(StoreError, format!("cannot store: {e}")))?;
+        let reader =
+            Arc::new(std::fs::File::open(writer.temp_path()).map_err(|e| {
+                FillError::new(StoreError, format!("cannot reopen temp file: {e}"))
+            })?);
         tx.send_replace(FillState::Streaming {
             reader: Arc::clone(&reader),
             written: 0,
@@ -269,15 +362,21 @@ impl Server {
         });
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| transport(name.clone(), &e).to_string())?;
+            let chunk = chunk
+                .map_err(|e| FillError::new(Truncated, transport(name.clone(), &e).to_string()))?;
+            report.bytes += chunk.len() as u64;
+            self.upstreams.add_fetched(upstream, chunk.len() as u64);
             if total.is_some_and(|t| writer.written() + chunk.len() as u64 > t) {
-                return Err(format!(
-                    "{name} sent more than the {} bytes it promised",
-                    total.unwrap_or(0)
+                return Err(FillError::new(
+                    TooLarge,
+                    format!(
+                        "{name} sent more than the {} bytes it promised",
+                        total.unwrap_or(0)
+                    ),
                 ));
             }
             tokio::task::block_in_place(|| writer.write_all(&chunk))
-                .map_err(|e| format!("cannot store: {e}"))?;
+                .map_err(|e| FillError::new(StoreError, format!("cannot store: {e}")))?;
             let written = writer.written();
             tx.send_modify(|s| {
                 if let FillState::Streaming { written: w, .. } = s {
@@ -288,27 +387,90 @@ impl Server {
         let size = writer.written();
         if let Some(t) = total {
             if size != t {
-                return Err(format!("{name} promised {t} bytes and sent {size}"));
+                return Err(FillError::new(
+                    Truncated,
+                    format!("{name} promised {t} bytes and sent {size}"),
+                ));
             }
         }
         let committed = tokio::task::spawn_blocking(move || writer.commit(Some((file_hash, size))))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| FillError::new(Internal, e.to_string()))?;
         match committed {
             Ok(()) => {}
-            Err(StoreError::Integrity { .. }) => {
-                return Err(format!(
-                    "{name} sent bytes that do not match the NAR's file hash"
+            Err(narbor_store::StoreError::Integrity { .. }) => {
+                return Err(FillError::new(
+                    Integrity,
+                    format!("{name} sent bytes that do not match the NAR's file hash"),
                 ))
             }
-            Err(e) => return Err(format!("cannot store: {e}")),
+            Err(e) => return Err(FillError::new(StoreError, format!("cannot store: {e}"))),
         }
-        tx.send_replace(FillState::Done { reader, size });
-        Ok(Some(size))
+        Ok(Some((reader, size)))
     }
 
     /// Whether the upstreams have a NAR, and its length, without fetching it.
     pub(crate) async fn head_upstream(&self, key: &str) -> Lookup<Option<u64>> {
         self.upstreams.head(key).await
+    }
+}
+
+/// What a fill task learned, for the metrics and the recent-fills list.
+struct FillReport {
+    /// The upstream that answered, once one did.
+    upstream: Option<usize>,
+    /// Body bytes received.
+    bytes: u64,
+    result: Result<FillOutcome, FillError>,
+}
+
+impl Default for FillReport {
+    fn default() -> Self {
+        FillReport {
+            upstream: None,
+            bytes: 0,
+            // A fill task that ends without saying how is a bug.
+            result: Err(FillError::new(
+                FailReason::Internal,
+                "the fill ended without a result".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Why a fill failed: a stable reason for the metrics, a message for people.
+#[derive(Debug)]
+struct FillError {
+    reason: FailReason,
+    message: String,
+}
+
+impl FillError {
+    fn new(reason: FailReason, message: String) -> FillError {
+        FillError { reason, message }
+    }
+
+    /// Every upstream failed before a usable answer.
+    fn upstream(e: &UpstreamError) -> FillError {
+        let reason = match e.kind() {
+            UpstreamErrorKind::Truncated => FailReason::Truncated,
+            UpstreamErrorKind::TooLarge => FailReason::TooLarge,
+            UpstreamErrorKind::Rejected => FailReason::Rejected,
+            UpstreamErrorKind::Integrity => FailReason::Integrity,
+            UpstreamErrorKind::Status | UpstreamErrorKind::Transport => FailReason::UpstreamError,
+        };
+        FillError::new(reason, e.to_string())
+    }
+
+    /// The upstream's share of a failure found after it answered (the fill's
+    /// own store errors are not the upstream's).
+    fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
+        match self.reason {
+            FailReason::Truncated => Some(UpstreamErrorKind::Truncated),
+            FailReason::TooLarge => Some(UpstreamErrorKind::TooLarge),
+            FailReason::Integrity => Some(UpstreamErrorKind::Integrity),
+            FailReason::Rejected => Some(UpstreamErrorKind::Rejected),
+            _ => None,
+        }
     }
 }

@@ -17,19 +17,56 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use narbor_proto::{CacheInfo, CacheUrl};
 
+use crate::access::{self, Endpoint};
 use crate::app::{DocOutcome, Server};
+use crate::dashboard::{self, Snapshot};
 use crate::fill::{self, FillState};
+use crate::metrics::{self, CountedBody, Route};
 use crate::range::{self, RangeDecision};
 use crate::status::CacheStatus;
 use crate::upstream::Lookup;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
+/// Answers one request, and counts it: by route, status and cache status,
+/// and the body bytes as they are handed to the connection.
 pub async fn handle(
     server: Arc<Server>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let (route, resp) = respond(&server, req, peer).await;
+    let cache = resp
+        .headers()
+        .get(CacheStatus::HEADER)
+        .and_then(|v| CacheStatus::from_header(v.as_bytes()))
+        .unwrap_or(CacheStatus::Local);
+    server
+        .metrics
+        .count_request(route, resp.status().as_u16(), cache);
+    let (parts, body) = resp.into_parts();
+    let body = CountedBody::new(body, Arc::clone(&server.metrics), route, cache);
+    Response::from_parts(parts, BodyExt::boxed(body))
+}
+
+/// The route label of a request path.
+fn route_of(parsed: &Result<CacheUrl, narbor_proto::url::UrlError>) -> Route {
+    match parsed {
+        Ok(CacheUrl::CacheInfo) => Route::CacheInfo,
+        Ok(CacheUrl::NarInfo(_)) => Route::NarInfo,
+        Ok(CacheUrl::Nar { .. }) => Route::Nar,
+        Ok(CacheUrl::Listing(_)) => Route::Listing,
+        Ok(CacheUrl::Log(_)) => Route::Log,
+        Ok(CacheUrl::Realisation { .. }) => Route::Realisation,
+        Err(_) => Route::Other,
+    }
+}
+
+async fn respond(
+    server: &Arc<Server>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> (Route, Response<Body>) {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         let mut resp = text(
@@ -39,7 +76,7 @@ pub async fn handle(
         );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return (Route::Other, resp);
     }
     let path = req.uri().path();
     tracing::debug!(%peer, method = %req.method(), path, "request");
@@ -48,23 +85,62 @@ pub async fn handle(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let resp = match path {
-        "/" => html(crate::landing::page(&server)),
-        "/health" => text(StatusCode::OK, "ok\n", CacheStatus::Local),
-        "/nix-cache-info" => cache_info(&server),
-        _ => match CacheUrl::parse(path) {
-            Ok(url @ CacheUrl::Nar { .. }) => {
-                serve_nar(&server, &url, head, range_header.as_deref()).await
-            }
-            Ok(CacheUrl::CacheInfo) => cache_info(&server),
-            Ok(url) => serve_document(&server, &url, range_header.as_deref()).await,
-            Err(e) => malformed(path, &e.to_string()),
-        },
+    let (route, resp) = match path {
+        "/" => (Route::Page, html(crate::landing::page(server))),
+        "/health" => (
+            Route::Page,
+            text(StatusCode::OK, "ok\n", CacheStatus::Local),
+        ),
+        "/status" | "/status.json" | "/metrics" => (Route::Page, stats(server, path, peer)),
+        "/nix-cache-info" => (Route::CacheInfo, cache_info(server)),
+        _ => {
+            let parsed = CacheUrl::parse(path);
+            let route = route_of(&parsed);
+            let resp = match parsed {
+                Ok(url @ CacheUrl::Nar { .. }) => {
+                    serve_nar(server, &url, head, range_header.as_deref()).await
+                }
+                Ok(CacheUrl::CacheInfo) => cache_info(server),
+                Ok(url) => serve_document(server, &url, range_header.as_deref()).await,
+                Err(e) => malformed(path, &e.to_string()),
+            };
+            (route, resp)
+        }
     };
     if head {
         let (parts, _) = resp.into_parts();
-        return Response::from_parts(parts, empty());
+        return (route, Response::from_parts(parts, empty()));
     }
+    (route, resp)
+}
+
+/// `/status`, `/status.json`, `/metrics`: loopback clients only, unless
+/// `--stats-public`.
+fn stats(server: &Server, path: &str, peer: SocketAddr) -> Response<Body> {
+    if let Err(reason) = access::check(peer.ip(), Endpoint::ReadOnly, server.config.stats_public) {
+        return text(StatusCode::FORBIDDEN, reason, CacheStatus::Local);
+    }
+    let (body, content_type) = match path {
+        "/metrics" => {
+            let live = metrics::Live {
+                store: server.store.stats(),
+                nar_fills: server.nar_fills.len(),
+                document_fills: server.doc_fills.len(),
+            };
+            (
+                metrics::render(&server.metrics, &live),
+                metrics::CONTENT_TYPE,
+            )
+        }
+        "/status.json" => (Snapshot::take(server).to_json(), "application/json"),
+        _ => (
+            dashboard::page(&Snapshot::take(server)),
+            "text/html; charset=utf-8",
+        ),
+    };
+    let mut resp = full(StatusCode::OK, Bytes::from(body), CacheStatus::Local);
+    set(&mut resp, header::CONTENT_TYPE, content_type);
+    set(&mut resp, header::CACHE_CONTROL, "no-store");
     resp
 }
 

@@ -73,7 +73,10 @@ Priority {priority}: Nix asks this cache before cache.nixos.org (priority 40).</
 <h2>State</h2>
 <p>{objects} objects, {bytes} bytes stored of at most {max} bytes; {fills} fetches in flight.</p>
 <p>Health check: <a href="/health"><code>/health</code></a> answers <code>ok</code>.
-Cache metadata: <a href="/nix-cache-info"><code>/nix-cache-info</code></a>.</p>
+Cache metadata: <a href="/nix-cache-info"><code>/nix-cache-info</code></a>.
+Statistics (from this host only, unless narbor runs with <code>--stats-public</code>):
+<a href="/status"><code>/status</code></a>, <a href="/status.json"><code>/status.json</code></a>,
+<a href="/metrics"><code>/metrics</code></a>.</p>
 </body></html>
 "#,
         priority = server.config.priority,

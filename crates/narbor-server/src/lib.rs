@@ -5,10 +5,13 @@
 //! client speaks it) until the shutdown future resolves. The store is
 //! synchronous; everything here that writes to it does so off the async workers.
 
+pub mod access;
 mod app;
+mod dashboard;
 mod fill;
 mod handler;
 mod landing;
+pub mod metrics;
 mod range;
 mod status;
 mod upstream;
@@ -22,6 +25,8 @@ use narbor_proto::{PublicKey, SecretKey};
 use tokio::net::TcpListener;
 
 pub use app::Server;
+pub use dashboard::Snapshot;
+pub use metrics::{MetricsSource, Sample, SampleKind};
 pub use status::CacheStatus;
 pub use upstream::{UpstreamError, UpstreamOptions};
 
@@ -43,6 +48,9 @@ pub struct ServerConfig {
     /// When set, every narinfo narbor stores also carries this key's signature.
     pub sign_key: Option<Arc<SecretKey>>,
     pub upstream_options: UpstreamOptions,
+    /// Whether `/status`, `/status.json` and `/metrics` answer every client,
+    /// not only loopback ones.
+    pub stats_public: bool,
 }
 
 /// Accepts connections on every listener until `shutdown` resolves.

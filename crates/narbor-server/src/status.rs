@@ -27,6 +27,30 @@ pub enum CacheStatus {
 impl CacheStatus {
     pub const HEADER: &'static str = "x-cache-status";
 
+    /// Every value, in the order [`CacheStatus::index`] numbers them.
+    pub const ALL: [CacheStatus; 8] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Coalesced,
+        CacheStatus::Expired,
+        CacheStatus::Stale,
+        CacheStatus::Negative,
+        CacheStatus::Local,
+        CacheStatus::Error,
+    ];
+
+    /// This value's position in [`CacheStatus::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The value a header spells, if it is one of ours.
+    pub fn from_header(value: &[u8]) -> Option<CacheStatus> {
+        CacheStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str().as_bytes() == value)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
@@ -38,5 +62,19 @@ impl CacheStatus {
             CacheStatus::Local => "LOCAL",
             CacheStatus::Error => "ERROR",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheStatus;
+
+    #[test]
+    fn index_and_header_round_trip() {
+        for (i, s) in CacheStatus::ALL.into_iter().enumerate() {
+            assert_eq!(s.index(), i);
+            assert_eq!(CacheStatus::from_header(s.as_str().as_bytes()), Some(s));
+        }
+        assert_eq!(CacheStatus::from_header(b"hit"), None);
     }
 }

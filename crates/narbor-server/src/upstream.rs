@@ -5,11 +5,14 @@
 //! headers at all); connects and stalls time out. A 404 from one upstream means
 //! "ask the next"; a 404 from all of them means 404.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use thiserror::Error;
+
+use crate::metrics::{Metrics, UpstreamErrorKind, UpstreamResult};
 
 /// Why an upstream did not give us an object.
 #[derive(Debug, Clone, Error)]
@@ -18,6 +21,9 @@ pub enum UpstreamError {
     Status { upstream: String, status: u16 },
     #[error("upstream {upstream}: {reason}")]
     Transport { upstream: String, reason: String },
+    /// The body broke off, or was shorter than its `Content-Length`.
+    #[error("upstream {upstream}: {reason}")]
+    Truncated { upstream: String, reason: String },
     #[error("upstream {upstream}: response larger than {limit} bytes")]
     TooLarge { upstream: String, limit: u64 },
     #[error("upstream {upstream} sent an invalid {what}: {reason}")]
@@ -26,6 +32,19 @@ pub enum UpstreamError {
         what: &'static str,
         reason: String,
     },
+}
+
+impl UpstreamError {
+    /// The metrics label for this error.
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::Status { .. } => UpstreamErrorKind::Status,
+            UpstreamError::Transport { .. } => UpstreamErrorKind::Transport,
+            UpstreamError::Truncated { .. } => UpstreamErrorKind::Truncated,
+            UpstreamError::TooLarge { .. } => UpstreamErrorKind::TooLarge,
+            UpstreamError::Invalid { .. } => UpstreamErrorKind::Rejected,
+        }
+    }
 }
 
 /// The outcome of asking every upstream in turn.
@@ -63,10 +82,17 @@ impl Default for UpstreamOptions {
 pub struct Upstreams {
     bases: Vec<String>,
     client: reqwest::Client,
+    /// Where answers, errors, latency and bytes are counted (`upstreams[i]`
+    /// is `bases[i]`'s).
+    metrics: Arc<Metrics>,
 }
 
 impl Upstreams {
-    pub fn new(bases: &[String], options: &UpstreamOptions) -> Result<Self, UpstreamError> {
+    pub fn new(
+        bases: &[String],
+        options: &UpstreamOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, UpstreamError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("narbor/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(options.connect_timeout)
@@ -85,6 +111,7 @@ impl Upstreams {
                 .map(|b| b.trim_end_matches('/').to_owned())
                 .collect(),
             client,
+            metrics,
         })
     }
 
@@ -102,10 +129,30 @@ impl Upstreams {
 
     /// GETs a small document, reading at most `limit` bytes.
     pub async fn get_document(&self, path: &str, limit: u64) -> Lookup<Bytes> {
-        self.first_found(path, reqwest::Method::GET, |upstream, resp| async move {
-            read_limited(upstream, resp, limit).await
-        })
+        self.first_found(
+            path,
+            reqwest::Method::GET,
+            |index, upstream, resp| async move {
+                read_limited(upstream, resp, limit, |n| {
+                    self.metrics.add_fetched(index, n)
+                })
+                .await
+            },
+        )
         .await
+    }
+
+    /// Counts `n` body bytes received from upstream `index`.
+    pub fn add_fetched(&self, index: usize, n: u64) {
+        self.metrics.add_fetched(index, n);
+    }
+
+    /// Counts a failure of upstream `index` found after its answer was taken
+    /// (a NAR body that broke off or failed verification, a rejected document).
+    pub fn record_late_error(&self, index: usize, kind: UpstreamErrorKind, message: &str) {
+        if let Some(u) = self.metrics.upstreams.get(index) {
+            u.record_late_error(kind, message);
+        }
     }
 
     /// GETs an object to stream: the response of the first upstream that has it.
@@ -113,14 +160,14 @@ impl Upstreams {
         self.first_found(
             path,
             reqwest::Method::GET,
-            |_, resp| async move { Ok(resp) },
+            |_, _, resp| async move { Ok(resp) },
         )
         .await
     }
 
     /// HEADs an object: its length, if the upstream says.
     pub async fn head(&self, path: &str) -> Lookup<Option<u64>> {
-        self.first_found(path, reqwest::Method::HEAD, |_, resp| async move {
+        self.first_found(path, reqwest::Method::HEAD, |_, _, resp| async move {
             // Not `content_length()`: for HEAD that is the (empty) body's size.
             Ok(resp
                 .headers()
@@ -138,32 +185,39 @@ impl Upstreams {
         take: F,
     ) -> Lookup<T>
     where
-        F: Fn(String, reqwest::Response) -> Fut,
+        F: Fn(usize, String, reqwest::Response) -> Fut,
         Fut: std::future::Future<Output = Result<T, UpstreamError>>,
     {
         let mut failure = None;
         for index in 0..self.bases.len() {
             let upstream = self.bases[index].clone();
+            let stats = &self.metrics.upstreams[index];
+            let sent = Instant::now();
             let result = self
                 .client
                 .request(method.clone(), self.url(index, path))
                 .send()
                 .await;
+            if result.is_ok() {
+                stats.observe_latency(sent.elapsed());
+            }
             match result {
                 Ok(resp)
                     if resp.status() == reqwest::StatusCode::NOT_FOUND
                         || resp.status() == reqwest::StatusCode::FORBIDDEN =>
                 {
                     // S3-backed caches answer 403 for objects that do not exist.
+                    stats.record(UpstreamResult::NotFound, None);
                     continue;
                 }
                 Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
-                    match take(upstream, resp).await {
+                    match take(index, upstream, resp).await {
                         Ok(value) => {
+                            stats.record(UpstreamResult::Found, None);
                             return Lookup::Found {
                                 upstream: index,
                                 value,
-                            }
+                            };
                         }
                         Err(e) => failure = Some(e),
                     }
@@ -177,6 +231,7 @@ impl Upstreams {
                 Err(e) => failure = Some(transport(upstream, &e)),
             }
             if let Some(e) = &failure {
+                stats.record(UpstreamResult::Error(e.kind()), Some(&e.to_string()));
                 tracing::warn!("{e}; trying the next upstream");
             }
         }
@@ -194,7 +249,10 @@ pub fn transport(upstream: String, e: &reqwest::Error) -> UpstreamError {
     } else if e.is_connect() {
         "could not connect".to_owned()
     } else if e.is_body() || e.is_decode() {
-        "the response body broke off".to_owned()
+        return UpstreamError::Truncated {
+            upstream,
+            reason: "the response body broke off".to_owned(),
+        };
     } else {
         // Not the error's own Display: it carries the URL, which may hold credentials.
         std::error::Error::source(e)
@@ -208,6 +266,7 @@ async fn read_limited(
     upstream: String,
     resp: reqwest::Response,
     limit: u64,
+    count: impl Fn(u64),
 ) -> Result<Bytes, UpstreamError> {
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(UpstreamError::TooLarge { upstream, limit });
@@ -217,6 +276,7 @@ async fn read_limited(
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| transport(upstream.clone(), &e))?;
+        count(chunk.len() as u64);
         if body.len() as u64 + chunk.len() as u64 > limit {
             return Err(UpstreamError::TooLarge { upstream, limit });
         }
@@ -224,7 +284,7 @@ async fn read_limited(
     }
     if let Some(n) = expected {
         if n != body.len() as u64 {
-            return Err(UpstreamError::Transport {
+            return Err(UpstreamError::Truncated {
                 upstream,
                 reason: format!("promised {n} bytes, sent {}", body.len()),
             });

@@ -50,6 +50,9 @@ pub(crate) struct Inner {
     /// before the file is created, released after it is gone.
     pub(crate) live_temps: Mutex<HashSet<String>>,
     next_temp: AtomicU64,
+    /// Evictions since open, for [`StoreStats`].
+    evicted_for_size: AtomicU64,
+    evicted_inactive: AtomicU64,
     clock: Clock,
 }
 
@@ -105,6 +108,8 @@ impl DiskStore {
             accounts: Mutex::new(Accounting::default()),
             live_temps: Mutex::new(HashSet::new()),
             next_temp: AtomicU64::new(0),
+            evicted_for_size: AtomicU64::new(0),
+            evicted_inactive: AtomicU64::new(0),
             clock,
         };
         inner.load()?;
@@ -293,7 +298,9 @@ impl DiskStore {
         let inner = &self.inner;
         let guard = inner.lock_mutate();
         let victims = inner.accounts().lru_victims(inner.max_size, None);
-        inner.remove_locked(&guard, &victims)
+        let removed = inner.remove_locked(&guard, &victims)?;
+        inner.count_evictions(&inner.evicted_for_size, removed.len());
+        Ok(removed)
     }
 
     /// Removes every object not accessed since `cutoff`; returns their keys,
@@ -303,7 +310,9 @@ impl DiskStore {
         let inner = &self.inner;
         let guard = inner.lock_mutate();
         let victims = inner.accounts().inactive_victims(index::unix_nanos(cutoff));
-        inner.remove_locked(&guard, &victims)
+        let removed = inner.remove_locked(&guard, &victims)?;
+        inner.count_evictions(&inner.evicted_inactive, removed.len());
+        Ok(removed)
     }
 
     /// Writes the in-memory access times that changed to the index, in one
@@ -355,6 +364,8 @@ impl DiskStore {
             objects: accounts.len(),
             bytes: accounts.total(),
             max_size: self.inner.max_size,
+            evicted_for_size: self.inner.evicted_for_size.load(Ordering::Relaxed),
+            evicted_inactive: self.inner.evicted_inactive.load(Ordering::Relaxed),
         }
     }
 
@@ -490,9 +501,14 @@ impl Inner {
     /// is logged, not returned: the caller's object is stored.
     pub(crate) fn evict_after_insert(&self, guard: &MutexGuard<'_, ()>, key: &str) {
         let victims = self.accounts().lru_victims(self.max_size, Some(key));
-        if let Err(e) = self.remove_locked(guard, &victims) {
-            warn!(key, error = %e, "eviction after a store failed");
+        match self.remove_locked(guard, &victims) {
+            Ok(removed) => self.count_evictions(&self.evicted_for_size, removed.len()),
+            Err(e) => warn!(key, error = %e, "eviction after a store failed"),
         }
+    }
+
+    fn count_evictions(&self, counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Removes `keys` from the index in one transaction, then from the

@@ -151,4 +151,8 @@ pub struct StoreStats {
     pub bytes: u64,
     /// The configured bound.
     pub max_size: u64,
+    /// Objects evicted to stay within `max_size` since the store was opened.
+    pub evicted_for_size: u64,
+    /// Objects evicted as inactive ([`DiskStore::evict_inactive`]) since the store was opened.
+    pub evicted_inactive: u64,
 }

@@ -89,6 +89,10 @@ pub struct ServeOptions {
     /// The log filter, e.g. `info` or `narbor=debug` [default: info; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Let every client see /status, /status.json and /metrics, not only loopback ones.
+    #[arg(long)]
+    #[serde(default)]
+    pub stats_public: bool,
 }
 
 /// `serve`'s settings with every default applied and every value checked.
@@ -105,6 +109,7 @@ pub struct ServeSettings {
     pub trusted_keys: Vec<PublicKey>,
     pub sign_key: Option<SecretKey>,
     pub log: String,
+    pub stats_public: bool,
 }
 
 impl ServeOptions {
@@ -138,6 +143,7 @@ impl ServeOptions {
             trusted_keys: list(self.trusted_keys, file.trusted_keys),
             sign_key_file: self.sign_key_file.or(file.sign_key_file),
             log: self.log.or(file.log),
+            stats_public: self.stats_public || file.stats_public,
         }
     }
 
@@ -196,6 +202,7 @@ impl ServeOptions {
             trusted_keys,
             sign_key,
             log: self.log.unwrap_or_else(|| "info".to_owned()),
+            stats_public: self.stats_public,
         })
     }
 }

@@ -50,6 +50,8 @@ fn evicts_as_many_as_needed_oldest_first() {
     put_blob(&store, &nar_key(0), &bytes(0, 250));
     // 1250 bytes: three 100-byte documents go, the oldest three.
     assert_eq!(store.stats().bytes, 950);
+    assert_eq!(store.stats().evicted_for_size, 3);
+    assert_eq!(store.stats().evicted_inactive, 0);
     let left: Vec<String> = store
         .entries()
         .unwrap()
@@ -117,6 +119,8 @@ fn evict_inactive_removes_what_was_not_accessed_since_the_cutoff() {
         ["fresh.narinfo"]
     );
     assert_eq!(store.stats().objects, 1);
+    assert_eq!(store.stats().evicted_inactive, 3);
+    assert_eq!(store.stats().evicted_for_size, 0);
     assert_consistent(&store);
 }
 

@@ -53,6 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         trusted_keys: settings.trusted_keys,
         sign_key: settings.sign_key.map(Arc::new),
         upstream_options: UpstreamOptions::default(),
+        stats_public: settings.stats_public,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -12,5 +12,6 @@ mod packaging;
 mod packaging_module;
 mod protocol;
 mod serve;
+mod stats;
 mod support;
 mod upstream;
