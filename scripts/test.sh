@@ -16,6 +16,10 @@ required=(
   "skopeo:skopeo"
   "curl:curl"
   "zstd:zstd"
+  "ip:iproute2"
+  "avahi-daemon:avahi-daemon"
+  "avahi-browse:avahi-utils"
+  "dbus-daemon:dbus"
 )
 missing=()
 for pair in "${required[@]}"; do

@@ -21,9 +21,13 @@ pub const NIX_CACHE_KEY: &str = "nix-cache";
 /// Why mDNS could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum MdnsError {
-    #[error("no network interface for mDNS: none is up with an address and multicast besides loopback")]
+    #[error(
+        "no network interface for mDNS: none is up with an address and multicast besides loopback"
+    )]
     NoInterface,
-    #[error("LAN mode listens only on loopback ({0}): give a --listen address other machines can reach")]
+    #[error(
+        "LAN mode listens only on loopback ({0}): give a --listen address other machines can reach"
+    )]
     LoopbackOnly(String),
     #[error("listing the network interfaces: {0}")]
     Interfaces(#[source] std::io::Error),
@@ -299,7 +303,10 @@ mod tests {
         assert_eq!(url_path("/"), "/");
         assert_eq!(url_path(""), "/");
         assert_eq!(url_path("/cache"), "/cache/");
-        assert_eq!(instance_name("narbor on box._http._tcp.local."), "narbor on box");
+        assert_eq!(
+            instance_name("narbor on box._http._tcp.local."),
+            "narbor on box"
+        );
         assert_eq!(instance_name("a\\.b._http._tcp.local."), "a.b");
         assert_eq!(label_of("box.example.org"), "box");
         assert_eq!(label_of("my_laptop"), "my-laptop");

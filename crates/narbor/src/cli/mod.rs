@@ -38,7 +38,7 @@ enum Command {
     CheckConfig(check_config::Args),
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Find Nix caches on the LAN (`narbor serve --lan`, or any `_http._tcp`
     /// service with TXT `nix-cache=1`) and print how to use them.
     Discover(discover::Args),
@@ -52,7 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::Narinfo(cmd) => narinfo::run(cmd),
         Command::Nar(cmd) => nar::run(cmd),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Discover(args) => discover::run(args),
     }

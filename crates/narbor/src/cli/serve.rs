@@ -107,7 +107,8 @@ fn advertise(
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()
         .context("reading the listen addresses")?;
-    let ad = narbor_server::mdns::advertise(&bound).context("LAN mode cannot advertise the cache")?;
+    let ad =
+        narbor_server::mdns::advertise(&bound).context("LAN mode cannot advertise the cache")?;
     let addrs: Vec<String> = ad.addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         instance = %ad.instance,

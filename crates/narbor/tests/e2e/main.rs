@@ -6,6 +6,7 @@
 //! test with a message naming it: nothing is skipped silently.
 
 mod config;
+mod lan;
 mod layering;
 mod protocol;
 mod serve;
