@@ -82,11 +82,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         };
         let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
-        narbor_server::serve(server, listeners, shutdown_signal()).await;
+        // Withdraw from mDNS as soon as shutdown starts, not after the drain.
+        let shutdown = async move {
+            shutdown_signal().await;
+            if let Some(ad) = advertisement {
+                let withdraw = move || ad.withdraw(Duration::from_secs(2));
+                let _ = tokio::task::spawn_blocking(withdraw).await;
+            }
+        };
+        narbor_server::serve(server, listeners, shutdown).await;
         maintenance.abort();
-        if let Some(ad) = advertisement {
-            let _ = tokio::task::spawn_blocking(move || ad.withdraw(Duration::from_secs(2))).await;
-        }
         let store2 = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store2.flush_access_times())
             .await
