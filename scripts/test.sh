@@ -21,6 +21,10 @@ required=(
   "python3:python3"
   "promtool:prometheus"
   "chromium:chromium"
+  "ip:iproute2"
+  "avahi-daemon:avahi-daemon"
+  "avahi-browse:avahi-utils"
+  "dbus-daemon:dbus"
 )
 missing=()
 for pair in "${required[@]}"; do

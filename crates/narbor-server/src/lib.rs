@@ -11,6 +11,7 @@ mod dashboard;
 mod fill;
 mod handler;
 mod landing;
+pub mod mdns;
 pub mod metrics;
 mod range;
 mod status;
@@ -118,12 +119,33 @@ pub async fn serve(
 }
 
 /// Binds every address, failing with the address that could not be bound.
+///
+/// `[::]:P` is bound IPv6-only when `0.0.0.0:P` is also in the list (so the
+/// two do not collide); otherwise the system's default (usually dual-stack).
 pub async fn bind_all(
     addrs: &[SocketAddr],
 ) -> Result<Vec<TcpListener>, (SocketAddr, std::io::Error)> {
     let mut listeners = Vec::new();
     for addr in addrs {
-        listeners.push(TcpListener::bind(addr).await.map_err(|e| (*addr, e))?);
+        let v6_only = addr.is_ipv6()
+            && addrs
+                .iter()
+                .any(|a| a.is_ipv4() && a.ip().is_unspecified() && a.port() == addr.port());
+        listeners.push(bind_one(*addr, v6_only).map_err(|e| (*addr, e))?);
     }
     Ok(listeners)
+}
+
+fn bind_one(addr: SocketAddr, v6_only: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if v6_only {
+        socket.set_only_v6(true)?;
+    }
+    // As tokio's `TcpListener::bind`: restart without waiting out TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }

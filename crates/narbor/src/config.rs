@@ -30,6 +30,9 @@ pub const DEFAULT_PRIORITY: u32 = 30;
 pub const DEFAULT_NARINFO_TTL: &str = "7d";
 /// Short, so a path pushed upstream a minute ago is found.
 pub const DEFAULT_NEGATIVE_TTL: &str = "1m";
+/// LAN mode's listen addresses: every interface, IPv4 and IPv6, on HTTP's own
+/// port, so a substituter URL needs no port number.
+pub const DEFAULT_LAN_LISTEN: [&str; 2] = ["0.0.0.0:80", "[::]:80"];
 
 /// Options of `narbor serve`, as flags and as config-file keys. Every field is
 /// optional here; [`ServeOptions::resolve`] applies the defaults.
@@ -93,6 +96,11 @@ pub struct ServeOptions {
     #[arg(long)]
     #[serde(default)]
     pub stats_public: bool,
+    /// LAN mode, for a trusted LAN: listen on every interface (port 80 unless --listen
+    /// says otherwise), stats public, and advertise over mDNS (`narbor discover` finds it).
+    #[arg(long)]
+    #[serde(default)]
+    pub lan: bool,
 }
 
 /// `serve`'s settings with every default applied and every value checked.
@@ -110,6 +118,7 @@ pub struct ServeSettings {
     pub sign_key: Option<SecretKey>,
     pub log: String,
     pub stats_public: bool,
+    pub lan: bool,
 }
 
 impl ServeOptions {
@@ -144,6 +153,7 @@ impl ServeOptions {
             sign_key_file: self.sign_key_file.or(file.sign_key_file),
             log: self.log.or(file.log),
             stats_public: self.stats_public || file.stats_public,
+            lan: self.lan || file.lan,
         }
     }
 
@@ -187,7 +197,12 @@ impl ServeOptions {
             None => default_cache_dir()?,
         };
         Ok(ServeSettings {
-            listen: if self.listen.is_empty() {
+            listen: if self.listen.is_empty() && self.lan {
+                DEFAULT_LAN_LISTEN
+                    .iter()
+                    .map(|a| a.parse().expect("the default addresses parse"))
+                    .collect()
+            } else if self.listen.is_empty() {
                 vec![DEFAULT_LISTEN.parse().expect("the default address parses")]
             } else {
                 self.listen
@@ -202,7 +217,9 @@ impl ServeOptions {
             trusted_keys,
             sign_key,
             log: self.log.unwrap_or_else(|| "info".to_owned()),
-            stats_public: self.stats_public,
+            // LAN mode is for a trusted LAN: its stats are public.
+            stats_public: self.stats_public || self.lan,
+            lan: self.lan,
         })
     }
 }
@@ -276,6 +293,29 @@ mod tests {
         assert_eq!(s.negative_ttl, Duration::from_secs(30));
         assert_eq!(s.trusted_keys.len(), 1);
         assert_eq!(s.log, "narbor=debug");
+    }
+
+    #[test]
+    fn lan_listens_everywhere_on_port_80_unless_told() {
+        let s = parse("lan = true").unwrap().resolve().unwrap();
+        let want: Vec<SocketAddr> = ["0.0.0.0:80", "[::]:80"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(s.listen, want);
+        let s = parse("lan = true\nlisten = [\"10.0.0.1:8080\"]")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(s.listen, ["10.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+        let flags = ServeOptions {
+            lan: true,
+            ..Default::default()
+        };
+        let s = flags.over(ServeOptions::default()).resolve().unwrap();
+        assert!(s.lan && s.stats_public, "the flag turns LAN mode on");
+        let s = parse("").unwrap().resolve().unwrap();
+        assert!(!s.lan && !s.stats_public);
     }
 
     #[test]

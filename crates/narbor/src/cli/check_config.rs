@@ -31,5 +31,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(key) = &settings.sign_key {
         println!("  signing as    {}", key.public_key());
     }
+    if settings.lan {
+        println!("  lan           yes (advertised over mDNS)");
+    }
+    println!("  stats public  {}", yes_no(settings.stats_public));
     Ok(ExitCode::SUCCESS)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }

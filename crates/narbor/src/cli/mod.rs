@@ -1,6 +1,7 @@
 //! The subcommands and their dispatch.
 
 mod check_config;
+mod discover;
 mod keygen;
 mod nar;
 mod narinfo;
@@ -38,6 +39,9 @@ enum Command {
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
     Serve(Box<serve::Args>),
+    /// Find Nix caches on the LAN (`narbor serve --lan`, or any `_http._tcp`
+    /// service with TXT `nix-cache=1`) and print how to use them.
+    Discover(discover::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -50,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nar(cmd) => nar::run(cmd),
         Command::Serve(args) => serve::run(*args),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Discover(args) => discover::run(args),
     }
 }
 

@@ -44,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Arc::new(store);
     let listen = settings.listen.clone();
     let inactive = settings.inactive;
+    let lan = settings.lan;
     let config = ServerConfig {
         upstreams: settings.upstreams,
         priority: settings.priority,
@@ -76,8 +77,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_size = stats.max_size,
             "narbor serving"
         );
+        let advertisement = if lan {
+            Some(advertise(&listeners)?)
+        } else {
+            None
+        };
         let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
-        narbor_server::serve(server, listeners, shutdown_signal()).await;
+        // Withdraw from mDNS as soon as shutdown starts, not after the drain.
+        let shutdown = async move {
+            shutdown_signal().await;
+            if let Some(ad) = advertisement {
+                let withdraw = move || ad.withdraw(Duration::from_secs(2));
+                let _ = tokio::task::spawn_blocking(withdraw).await;
+            }
+        };
+        narbor_server::serve(server, listeners, shutdown).await;
         maintenance.abort();
         let store2 = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store2.flush_access_times())
@@ -88,6 +102,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// LAN mode: advertises the listeners over mDNS.
+fn advertise(
+    listeners: &[tokio::net::TcpListener],
+) -> anyhow::Result<narbor_server::mdns::Advertisement> {
+    let bound = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("reading the listen addresses")?;
+    let ad =
+        narbor_server::mdns::advertise(&bound).context("LAN mode cannot advertise the cache")?;
+    let addrs: Vec<String> = ad.addrs.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        instance = %ad.instance,
+        host = %ad.host,
+        port = ad.port,
+        addrs = %if addrs.is_empty() { "every interface's".to_owned() } else { addrs.join(" ") },
+        "LAN mode: advertising over mDNS as _http._tcp (nix-cache=1)"
+    );
+    Ok(ad)
 }
 
 /// How often upkeep runs: often enough that `--inactive` is honoured within a

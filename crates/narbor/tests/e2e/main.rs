@@ -7,6 +7,7 @@
 
 mod config;
 mod hostile;
+mod lan;
 mod layering;
 mod packaging;
 mod packaging_module;

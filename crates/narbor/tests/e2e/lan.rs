@@ -1,0 +1,500 @@
+//! LAN mode end to end: `narbor serve --lan` advertises itself over mDNS, and
+//! both Avahi (the real `avahi-daemon` + `avahi-browse`) and `narbor discover`
+//! find it.
+//!
+//! Everything runs inside network namespaces this test creates (two joined by
+//! a veth pair, addresses 10.213.X.0/24 that exist nowhere else): no packet,
+//! multicast or not, touches the machine's real interfaces. Avahi gets a
+//! private D-Bus system bus (`dbus-daemon` with its own config and socket in
+//! the test's temp dir) and a private `/run` (a tmpfs mounted in the mount
+//! namespace `ip netns exec` makes), so runs never collide. A [`Lab`] guard
+//! kills every process and deletes the namespaces even when a test fails.
+//! Needs root (the suite runs as root) and `ip`, `avahi-daemon`,
+//! `avahi-browse`, `dbus-daemon`, `curl` (scripts/test.sh installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{run_fails, run_ok, stderr_str, stdout_str};
+
+/// Two namespaces `a` and `b` joined by a veth pair (or one alone), and the
+/// processes started in them; all removed on drop.
+struct Lab {
+    dir: tempfile::TempDir,
+    namespaces: Vec<String>,
+    veths: Vec<String>,
+    children: Vec<(String, Child)>,
+    tag: char,
+    subnet: u8,
+    bus: Option<String>,
+}
+
+impl Lab {
+    fn empty(tag: char, subnet: u8) -> Lab {
+        Lab {
+            dir: tempfile::Builder::new()
+                .prefix("narbor-lan-")
+                .tempdir()
+                .expect("temp dir"),
+            namespaces: Vec::new(),
+            veths: Vec::new(),
+            children: Vec::new(),
+            tag,
+            subnet,
+            bus: None,
+        }
+    }
+
+    /// Names unique to this process and test (`tag`), so concurrent runs do
+    /// not collide. Interface names stay under Linux's 15 bytes.
+    fn add_netns(&mut self, side: char) -> String {
+        let name = format!("narbor-{}-{}{side}", std::process::id(), self.tag);
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        self.namespaces.push(name.clone());
+        run_ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        name
+    }
+
+    /// One namespace with only loopback up: no network for mDNS.
+    fn single(tag: char, subnet: u8) -> Lab {
+        let mut lab = Lab::empty(tag, subnet);
+        lab.add_netns('a');
+        lab
+    }
+
+    /// `a` (10.213.S.1) and `b` (10.213.S.2) on one veth link; with `ipv6`,
+    /// also fd00:213:S::1 and ::2.
+    fn pair(tag: char, subnet: u8, ipv6: bool) -> Lab {
+        let mut lab = Lab::empty(tag, subnet);
+        let a = lab.add_netns('a');
+        let b = lab.add_netns('b');
+        let (va, vb) = (lab.veth('a'), lab.veth('b'));
+        lab.veths.push(va.clone());
+        run_ok(Command::new("ip").args(["link", "add", &va, "type", "veth", "peer", "name", &vb]));
+        for (ns, veth, host) in [(&a, &va, 1), (&b, &vb, 2)] {
+            run_ok(Command::new("ip").args(["link", "set", veth, "netns", ns]));
+            let v4 = format!("10.213.{subnet}.{host}/24");
+            run_ok(Command::new("ip").args(["-n", ns, "addr", "add", &v4, "dev", veth]));
+            if ipv6 {
+                let v6 = format!("fd00:213:{subnet}::{host}/64");
+                run_ok(
+                    Command::new("ip").args(["-n", ns, "addr", "add", &v6, "dev", veth, "nodad"]),
+                );
+            }
+            run_ok(Command::new("ip").args(["-n", ns, "link", "set", veth, "up"]));
+        }
+        lab
+    }
+
+    fn ns(&self, i: usize) -> &str {
+        &self.namespaces[i]
+    }
+
+    /// A veth end's name: at most 2 + 7 + 2 bytes (Linux allows 15).
+    fn veth(&self, side: char) -> String {
+        format!("nb{}{}{side}", std::process::id() % 10_000_000, self.tag)
+    }
+
+    fn addr_a(&self) -> String {
+        format!("10.213.{}.1", self.subnet)
+    }
+
+    /// `program args...` inside namespace `i`.
+    fn cmd(&self, i: usize, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.ns(i), program]);
+        if let Some(bus) = &self.bus {
+            cmd.env("DBUS_SYSTEM_BUS_ADDRESS", bus);
+        }
+        cmd
+    }
+
+    fn narbor(&self, i: usize) -> Command {
+        self.cmd(i, env!("CARGO_BIN_EXE_narbor"))
+    }
+
+    /// Starts a long-running process, its output in `NAME.log`; returns its index.
+    fn spawn(&mut self, name: &str, mut cmd: Command) -> usize {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e} (run scripts/test.sh)"));
+        self.children.push((name.to_owned(), child));
+        self.children.len() - 1
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    fn pid(&self, child: usize) -> u32 {
+        self.children[child].1.id()
+    }
+
+    /// Starts `narbor serve --lan --no-upstream ARGS...` in namespace `a` and
+    /// waits until namespace `b` can fetch `nix-cache-info` at `url`.
+    fn start_narbor(&mut self, name: &str, args: &[&str], url: &str) -> usize {
+        let mut cmd = self.narbor(0);
+        cmd.args(["serve", "--lan", "--no-upstream", "--cache-dir"])
+            .arg(self.dir.path().join("cache"))
+            .args(args);
+        let child = self.spawn(name, cmd);
+        let info = format!("{url}nix-cache-info");
+        self.wait_until(
+            &format!("{name} answering {info} from the other namespace"),
+            || {
+                let out = self.curl(&info).ok()?;
+                out.contains("StoreDir: /nix/store").then_some(())
+            },
+        );
+        child
+    }
+
+    /// `curl URL` from namespace `b`.
+    fn curl(&self, url: &str) -> Result<String, String> {
+        let out = self
+            .cmd(1, "curl")
+            .args(["-sSfg", "--max-time", "3", url])
+            .output()
+            .expect("run curl");
+        if out.status.success() {
+            Ok(stdout_str(&out))
+        } else {
+            Err(stderr_str(&out))
+        }
+    }
+
+    /// A private D-Bus system bus and an avahi-daemon in namespace `b`, on its
+    /// veth only, publishing nothing itself.
+    fn start_avahi(&mut self) {
+        let dir = self.dir.path().to_owned();
+        let socket = dir.join("system_bus_socket");
+        std::fs::write(dir.join("dbus.conf"), dbus_config(&socket)).unwrap();
+        let avahi_conf = dir.join("avahi-daemon.conf");
+        std::fs::write(&avahi_conf, avahi_config(&self.veth('b'))).unwrap();
+        let mut dbus = self.cmd(1, "dbus-daemon");
+        dbus.arg(format!("--config-file={}", dir.join("dbus.conf").display()))
+            .args(["--nofork", "--nopidfile"]);
+        self.spawn("dbus-daemon", dbus);
+        self.wait_until("the private D-Bus socket", || socket.exists().then_some(()));
+        self.bus = Some(format!("unix:path={}", socket.display()));
+        // avahi-daemon insists on /run/avahi-daemon for its pid file and socket:
+        // give it a /run of its own in the mount namespace `ip netns exec` makes.
+        let script = format!(
+            "mount -t tmpfs narbor-test-run /run && mkdir /run/avahi-daemon && \
+             exec avahi-daemon --no-drop-root --no-chroot --no-rlimits --no-proc-title -f {}",
+            avahi_conf.display()
+        );
+        let mut avahi = self.cmd(1, "/bin/sh");
+        avahi.args(["-c", &script]);
+        self.spawn("avahi-daemon", avahi);
+        self.wait_until("avahi-daemon on the private bus", || {
+            self.log("avahi-daemon")
+                .contains("Server startup complete")
+                .then_some(())
+        });
+    }
+
+    /// `avahi-browse -rpt _http._tcp` in namespace `b`: its parsable lines.
+    fn avahi_browse(&self) -> Vec<Vec<String>> {
+        let mut cmd = self.cmd(1, "timeout");
+        cmd.args(["20", "avahi-browse", "-rpt", "_http._tcp"]);
+        let out = run_ok(&mut cmd);
+        stdout_str(&out)
+            .lines()
+            .map(|l| l.split(';').map(unescape).collect())
+            .collect()
+    }
+
+    /// Waits (up to 40 s) for a child to exit.
+    fn wait_exit(&mut self, child: usize) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.children[child].1.try_wait().unwrap() {
+                return status;
+            }
+            let name = self.children[child].0.clone();
+            assert!(
+                start.elapsed() < Duration::from_secs(40),
+                "{name} did not exit\n{}",
+                self.log(&name)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_until<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let logs: Vec<String> = self
+                    .children
+                    .iter()
+                    .map(|(name, _)| format!("--- {name}:\n{}", self.log(name)))
+                    .collect();
+                panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for veth in &self.veths {
+            // Gone with its namespace normally; this covers a failure before the move.
+            let _ = Command::new("ip")
+                .args(["link", "del", veth])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn dbus_config(socket: &Path) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"#,
+        socket.display()
+    )
+}
+
+fn avahi_config(interface: &str) -> String {
+    format!(
+        "[server]\nhost-name=narbor-test-browser\nuse-ipv4=yes\nuse-ipv6=no\n\
+         allow-interfaces={interface}\nenable-dbus=yes\n\
+         [wide-area]\nenable-wide-area=no\n[publish]\ndisable-publishing=yes\n"
+    )
+}
+
+/// avahi-browse -p escapes bytes as `\DDD` (decimal): `narbor\032on\032vm`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(u8::is_ascii_digit));
+        if let (b'\\', Some(d)) = (b[i], digits) {
+            if let Ok(n) = std::str::from_utf8(d).unwrap().parse::<u8>() {
+                out.push(n);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The instance name narbor advertises: `narbor on` and the host name's first
+/// label (the namespaces share the machine's host name).
+fn expected_instance() -> String {
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let first = node.trim().split('.').next().unwrap_or("");
+    let label: String = first
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let label = label.trim_matches('-');
+    format!(
+        "narbor on {}",
+        if label.is_empty() { "narbor" } else { label }
+    )
+}
+
+fn lines_for<'a>(lines: &'a [Vec<String>], kind: &str, instance: &str) -> Vec<&'a Vec<String>> {
+    lines
+        .iter()
+        .filter(|l| l.len() >= 4 && l[0] == kind && l[3] == instance)
+        .collect()
+}
+
+#[test]
+fn lan_cache_is_seen_by_avahi_and_narbor_discover_and_says_goodbye() {
+    let mut lab = Lab::pair('p', 1, false);
+    let instance = expected_instance();
+    let listen = format!("{}:8123", lab.addr_a());
+    let url = format!("http://{}:8123/", lab.addr_a());
+    let narbor = lab.start_narbor("narbor", &["--listen", &listen], &url);
+    lab.start_avahi();
+
+    // Avahi, in the other namespace, resolves the service with its TXT records.
+    let resolved = lab.wait_until("avahi-browse resolving narbor's service", || {
+        let lines = lab.avahi_browse();
+        lines_for(&lines, "=", &instance)
+            .first()
+            .map(|l| (*l).clone())
+    });
+    assert_eq!(resolved[2], "IPv4", "{resolved:?}");
+    assert_eq!(resolved[4], "Web Site", "_http._tcp: {resolved:?}");
+    assert_eq!(resolved[7], lab.addr_a(), "{resolved:?}");
+    assert_eq!(resolved[8], "8123", "{resolved:?}");
+    let txt = &resolved[9];
+    assert!(
+        txt.contains("\"nix-cache=1\"") && txt.contains("\"path=/\""),
+        "TXT records: {txt}"
+    );
+
+    // narbor discover, also in the other namespace, finds it and says how to use it.
+    let fragment = lab.dir.path().join("lan-caches.conf");
+    let out = run_ok(
+        lab.narbor(1)
+            .args(["discover", "--timeout", "3s", "--write"])
+            .arg(&fragment),
+    );
+    let text = stdout_str(&out);
+    assert!(text.contains(&instance), "{text}");
+    assert!(
+        text.contains(&format!("extra-substituters = {url}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("nix.settings.extra-substituters = [ \"{url}\" ];")),
+        "{text}"
+    );
+    let written = std::fs::read_to_string(&fragment).unwrap();
+    let lines: Vec<&str> = written.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, [format!("extra-substituters = {url}")], "{written}");
+    // The URL it found is the cache.
+    let info = lab.curl(&format!("{url}nix-cache-info")).unwrap();
+    assert!(info.contains("StoreDir: /nix/store"), "{info}");
+
+    // SIGTERM: narbor withdraws the service (goodbye packets) and exits 0;
+    // Avahi forgets it at once instead of keeping it for the records' TTL.
+    run_ok(Command::new("kill").args(["-TERM", &lab.pid(narbor).to_string()]));
+    let status = lab.wait_exit(narbor);
+    assert!(status.success(), "{status}\n{}", lab.log("narbor"));
+    assert!(
+        lab.log("narbor").contains("mDNS: withdrew"),
+        "{}",
+        lab.log("narbor")
+    );
+    lab.wait_until("Avahi to forget the withdrawn service", || {
+        let lines = lab.avahi_browse();
+        let seen =
+            lines_for(&lines, "+", &instance).len() + lines_for(&lines, "=", &instance).len();
+        (seen == 0).then_some(())
+    });
+    let out = run_fails(lab.narbor(1).args(["discover", "--timeout", "2s"]));
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("no Nix cache found on the LAN within 2s"),
+        "{err}"
+    );
+
+    // Control: killed without a goodbye, the service stays in Avahi's cache:
+    // the check above passed because of the goodbye, not by chance.
+    let again = lab.start_narbor("narbor-again", &["--listen", &listen], &url);
+    lab.wait_until("avahi-browse seeing narbor again", || {
+        (!lines_for(&lab.avahi_browse(), "+", &instance).is_empty()).then_some(())
+    });
+    lab.children[again].1.kill().unwrap();
+    lab.children[again].1.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !lines_for(&lab.avahi_browse(), "+", &instance).is_empty(),
+        "without goodbye packets Avahi should still list the service"
+    );
+}
+
+#[test]
+fn lan_defaults_to_port_80_on_every_interface_ipv4_and_ipv6() {
+    let mut lab = Lab::pair('d', 2, true);
+    let url = format!("http://{}:80/", lab.addr_a());
+    lab.start_narbor("narbor", &[], &url);
+    let log = lab.log("narbor");
+    assert!(log.contains("listen=[0.0.0.0:80, [::]:80]"), "{log}");
+    let info = lab
+        .curl("http://[fd00:213:2::1]:80/nix-cache-info")
+        .unwrap();
+    assert!(info.contains("StoreDir: /nix/store"), "over IPv6: {info}");
+    let out = run_ok(lab.narbor(1).args(["discover"]));
+    let text = stdout_str(&out);
+    assert!(
+        text.contains(&format!("extra-substituters = {url}\n")),
+        "{text}"
+    );
+}
+
+#[test]
+fn lan_mode_and_discover_fail_clearly_without_a_network() {
+    let lab = Lab::single('n', 3);
+    let out = run_fails(lab.narbor(0).args(["discover", "--timeout", "1s"]));
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("no network interface for mDNS") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let cache = lab.dir.path().join("cache");
+    let out = run_fails(
+        lab.narbor(0)
+            .args([
+                "serve",
+                "--lan",
+                "--no-upstream",
+                "--listen",
+                "0.0.0.0:8123",
+                "--cache-dir",
+            ])
+            .arg(&cache),
+    );
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("LAN mode cannot advertise the cache")
+            && err.contains("no network interface for mDNS")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let out = run_fails(
+        lab.narbor(0)
+            .args([
+                "serve",
+                "--lan",
+                "--no-upstream",
+                "--listen",
+                "127.0.0.1:8123",
+                "--cache-dir",
+            ])
+            .arg(&cache),
+    );
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("listens only on loopback (127.0.0.1:8123)") && !err.contains("panicked"),
+        "{err}"
+    );
+}
