@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -41,6 +41,23 @@ pub struct Server {
     pub(crate) nar_fills: Arc<InFlight<FillState>>,
     pub(crate) doc_fills: Arc<InFlight<Option<DocOutcome>>>,
     negative: Mutex<HashMap<String, Instant>>,
+    /// Until when the store is not asked to take NARs (it refused one: disk
+    /// full, I/O error); meanwhile NARs pass through unstored.
+    store_refusing_until: Mutex<Option<Instant>>,
+}
+
+/// How long narbor passes NARs through after the store refused one, before it
+/// tries storing again.
+const STORE_REFUSAL_BACKOFF: Duration = Duration::from_secs(5);
+/// Free space a NAR fill leaves for the index and other fills in flight.
+const STORE_HEADROOM: u64 = 4 << 20;
+
+/// How a NAR fill ended, when it did not fail.
+pub(crate) enum NarFilled {
+    Stored(Arc<std::fs::File>, u64),
+    NotFound,
+    /// The store refused it before any client saw a byte.
+    Bypass,
 }
 
 impl Server {
@@ -62,6 +79,7 @@ impl Server {
             nar_fills: InFlight::new(),
             doc_fills: InFlight::new(),
             negative: Mutex::new(HashMap::new()),
+            store_refusing_until: Mutex::new(None),
         }))
     }
 
@@ -274,6 +292,10 @@ impl Server {
         key: &str,
         file_hash: Sha256,
     ) -> Option<(watch::Receiver<FillState>, bool)> {
+        if !self.store_accepting() {
+            self.metrics.count_bypass();
+            return Some((watch::channel(FillState::Bypass).1, false));
+        }
         let store = Arc::clone(&self.store);
         let role = self
             .nar_fills
@@ -291,14 +313,18 @@ impl Server {
                     let started = Instant::now();
                     let mut report = FillReport::default();
                     let last = match server.fill_nar(&key, file_hash, &tx, &mut report).await {
-                        Ok(Some((reader, size))) => {
+                        Ok(NarFilled::Bypass) => {
+                            report.result = Ok(FillOutcome::Bypassed);
+                            FillState::Bypass
+                        }
+                        Ok(NarFilled::Stored(reader, size)) => {
                             report.result = Ok(FillOutcome::Stored);
                             tracing::info!(
                                 %key, bytes = size, ms = started.elapsed().as_millis() as u64, "stored"
                             );
                             FillState::Done { reader, size }
                         }
-                        Ok(None) => {
+                        Ok(NarFilled::NotFound) => {
                             report.result = Ok(FillOutcome::NotFound);
                             FillState::NotFound
                         }
@@ -332,25 +358,36 @@ impl Server {
         file_hash: Sha256,
         tx: &watch::Sender<FillState>,
         report: &mut FillReport,
-    ) -> Result<Option<(Arc<std::fs::File>, u64)>, FillError> {
+    ) -> Result<NarFilled, FillError> {
         use FailReason::{Integrity, Internal, StoreError, TooLarge, Truncated};
         let (upstream, resp) = match self.upstreams.get_stream(key).await {
             Lookup::Found { upstream, value } => (upstream, value),
             Lookup::NotFound => {
                 self.remember_not_found(key);
-                return Ok(None);
+                return Ok(NarFilled::NotFound);
             }
             Lookup::Failed(e) => return Err(FillError::upstream(&e)),
         };
         report.upstream = Some(upstream);
         let name = self.upstreams.bases()[upstream].clone();
         let total = resp.content_length();
+        if let Err(why) = self.has_room(total) {
+            self.store_refused(&why);
+            return Ok(NarFilled::Bypass);
+        }
         let store = Arc::clone(&self.store);
         let key_owned = key.to_owned();
-        let mut writer = tokio::task::spawn_blocking(move || store.begin_blob(&key_owned))
+        let begun = tokio::task::spawn_blocking(move || store.begin_blob(&key_owned))
             .await
-            .map_err(|e| FillError::new(Internal, e.to_string()))?
-            .map_err(|e| FillError::new(StoreError, format!("cannot store: {e}")))?;
+            .map_err(|e| FillError::new(Internal, e.to_string()))?;
+        let mut writer = match begun {
+            Ok(w) => w,
+            Err(e) => {
+                // No client has seen a byte yet: they can all go direct.
+                self.store_refused(&e.to_string());
+                return Ok(NarFilled::Bypass);
+            }
+        };
         let reader =
             Arc::new(std::fs::File::open(writer.temp_path()).map_err(|e| {
                 FillError::new(StoreError, format!("cannot reopen temp file: {e}"))
@@ -375,8 +412,10 @@ impl Server {
                     ),
                 ));
             }
-            tokio::task::block_in_place(|| writer.write_all(&chunk))
-                .map_err(|e| FillError::new(StoreError, format!("cannot store: {e}")))?;
+            if let Err(e) = tokio::task::block_in_place(|| writer.write_all(&chunk)) {
+                self.store_refused(&e.to_string());
+                return Err(FillError::new(StoreError, format!("cannot store: {e}")));
+            }
             let written = writer.written();
             tx.send_modify(|s| {
                 if let FillState::Streaming { written: w, .. } = s {
@@ -404,9 +443,59 @@ impl Server {
                     format!("{name} sent bytes that do not match the NAR's file hash"),
                 ))
             }
-            Err(e) => return Err(FillError::new(StoreError, format!("cannot store: {e}"))),
+            Err(e) => {
+                self.store_refused(&e.to_string());
+                return Err(FillError::new(StoreError, format!("cannot store: {e}")));
+            }
         }
-        Ok(Some((reader, size)))
+        Ok(NarFilled::Stored(reader, size))
+    }
+
+    /// Whether the store takes NARs now (it has not refused one lately).
+    pub(crate) fn store_accepting(&self) -> bool {
+        let mut until = self
+            .store_refusing_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(t) if t > Instant::now() => false,
+            Some(_) => {
+                *until = None;
+                tracing::info!("trying to store NARs again");
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The store refused a NAR: pass NARs through unstored for a while.
+    fn store_refused(&self, why: &str) {
+        let mut until = self
+            .store_refusing_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if until.is_none() {
+            tracing::warn!(
+                "the store refused a NAR ({why}): passing NARs through without storing for {}s",
+                STORE_REFUSAL_BACKOFF.as_secs()
+            );
+        }
+        *until = Some(Instant::now() + STORE_REFUSAL_BACKOFF);
+    }
+
+    /// Whether the disk under the store has room for an object of `len` bytes
+    /// (unknown: the headroom alone), checked before a fill writes anything.
+    fn has_room(&self, len: Option<u64>) -> Result<(), String> {
+        let stat =
+            rustix::fs::statvfs(self.store.tmp_dir()).map_err(|e| format!("statvfs: {e}"))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let needed = len.unwrap_or(0).saturating_add(STORE_HEADROOM);
+        if free < needed {
+            return Err(format!(
+                "{free} bytes free on the cache's disk, {needed} needed"
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the upstreams have a NAR, and its length, without fetching it.

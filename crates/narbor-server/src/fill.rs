@@ -39,6 +39,8 @@ pub enum FillState {
     NotFound,
     /// The fill failed; nothing was stored.
     Failed(Arc<str>),
+    /// The store refuses writes (disk full): every client fetches directly.
+    Bypass,
 }
 
 impl FillState {
@@ -212,6 +214,59 @@ pub fn file_body(
                     Some((Ok(chunk), Some(next)))
                 }
                 Err(e) => Some((Err(e), None)),
+            }
+        }
+    })
+}
+
+/// An upstream body checked as it passes: each chunk is held until the next
+/// arrives, and the last is released only if the whole hashed to `expected`
+/// (and matched the promised length); otherwise the stream ends in an error.
+pub fn verified_body(
+    resp: reqwest::Response,
+    expected: narbor_proto::Sha256,
+    total: Option<u64>,
+    on_bytes: impl Fn(u64) + Send + Sync + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    use futures_util::StreamExt;
+    struct S<B> {
+        body: B,
+        hasher: narbor_proto::hash::HashingCounter,
+        held: Option<Bytes>,
+    }
+    let state = S {
+        body: resp.bytes_stream().boxed(),
+        hasher: narbor_proto::hash::HashingCounter::new(),
+        held: None,
+    };
+    let on_bytes = Arc::new(on_bytes);
+    futures_util::stream::unfold(Some(state), move |state| {
+        let on_bytes = Arc::clone(&on_bytes);
+        async move {
+            let mut st = state?;
+            loop {
+                match st.body.next().await {
+                    Some(Ok(chunk)) => {
+                        on_bytes(chunk.len() as u64);
+                        st.hasher.update(&chunk);
+                        if let Some(prev) = st.held.replace(chunk) {
+                            return Some((Ok(prev), Some(st)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let err = std::io::Error::other(format!("upstream body broke off: {e}"));
+                        return Some((Err(err), None));
+                    }
+                    None => {
+                        let (hash, len) = st.hasher.clone().finish();
+                        if hash != expected || total.is_some_and(|t| t != len) {
+                            let err =
+                                std::io::Error::other("upstream bytes do not match the NAR's name");
+                            return Some((Err(err), None));
+                        }
+                        return st.held.take().map(|last| (Ok(last), None));
+                    }
+                }
             }
         }
     })

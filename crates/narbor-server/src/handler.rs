@@ -273,10 +273,50 @@ async fn serve_nar(
         }
         // None: a fill just stored it; loop once to serve it from the store.
         if let Some((rx, joined)) = server.join_nar_fill(&key, *file_hash) {
-            return follow_fill(url, rx, joined).await;
+            return follow_fill(server, url, rx, joined).await;
         }
     }
     upstream_failed("the object vanished while it was being stored")
+}
+
+/// Serves a NAR straight from upstream without storing it (the store refuses
+/// writes), still checking its bytes against its name: the last chunk is held
+/// back until the hash matched, so a corrupt transfer is cut, never completed.
+async fn pass_through(server: &Arc<Server>, url: &CacheUrl) -> Response<Body> {
+    let CacheUrl::Nar { file_hash, .. } = url else {
+        unreachable!("only NARs pass through")
+    };
+    let key = url.to_path();
+    let (upstream, resp) = match server.upstreams.get_stream(&key).await {
+        Lookup::Found { upstream, value } => (upstream, value),
+        Lookup::NotFound => return not_found(CacheStatus::Miss),
+        Lookup::Failed(e) => return upstream_failed(&e.to_string()),
+    };
+    let total = resp.content_length();
+    let body = fill::verified_body(resp, *file_hash, total, {
+        let server = Arc::clone(server);
+        move |n| server.upstreams.add_fetched(upstream, n)
+    });
+    // A task of its own pumps the checked bytes to the client; it ends (and
+    // drops the upstream response) when the client goes away.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::spawn(async move {
+        futures_util::pin_mut!(body);
+        while let Some(item) = body.next().await {
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = Response::new(stream_body(body));
+    if let Some(len) = total {
+        set(&mut r, header::CONTENT_LENGTH, &len.to_string());
+    }
+    object_headers(&mut r, url, CacheStatus::Bypass);
+    r
 }
 
 fn stored_nar(
@@ -317,6 +357,7 @@ fn stored_nar(
 }
 
 async fn follow_fill(
+    server: &Arc<Server>,
     url: &CacheUrl,
     mut rx: tokio::sync::watch::Receiver<FillState>,
     joined: bool,
@@ -334,6 +375,7 @@ async fn follow_fill(
         FillState::NotFound => return not_found(status),
         FillState::Failed(reason) => return upstream_failed(&reason),
         FillState::Connecting => unreachable!("waited until settled"),
+        FillState::Bypass => return pass_through(server, url).await,
         FillState::Streaming { total, .. } => total,
         FillState::Done { size, .. } => Some(size),
     };

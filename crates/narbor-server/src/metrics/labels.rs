@@ -71,6 +71,8 @@ label_enum! {
         NotFound => "not_found",
         /// See the [`FailReason`].
         Failed => "failed",
+        /// The store refused writes (disk full): clients were served directly.
+        Bypassed => "bypassed",
     }
 }
 

@@ -172,6 +172,14 @@ impl Metrics {
         self.recent.push(record);
     }
 
+    /// A NAR passed through unstored while the store refuses writes, with no
+    /// fill task behind it.
+    pub fn count_bypass(&self) {
+        let k = FillKind::Nar.index();
+        self.fills[k * FillOutcome::ALL.len() + FillOutcome::Bypassed.index()]
+            .fetch_add(1, Relaxed);
+    }
+
     pub fn fills(&self, kind: FillKind, outcome: FillOutcome) -> u64 {
         self.fills[kind.index() * FillOutcome::ALL.len() + outcome.index()].load(Relaxed)
     }

@@ -446,3 +446,89 @@ fn repeated_kill9_during_mixed_fills_never_leaves_a_partial_object() {
     narbor.stop();
     verify_store(&cache);
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir),
+        );
+        Tmpfs(dir.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-o", &format!("remount,size={size}")])
+                .arg(&self.0),
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_passes_nars_through_verified_and_storing_resumes_with_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let big_nar = pseudo_random(20 * 1024 * 1024, 91);
+    let big = put_nar(&root, &big_nar);
+    let small = put_nar(&root, &pseudo_random(100_000, 92));
+    let bad = put_nar(&root, &pseudo_random(3 * 1024 * 1024, 93));
+    let upstream = Upstream::start(root);
+    upstream.set_fault(&bad, Some(Fault::WrongBytes));
+    let cache = dir.path().join("cache");
+    let disk = Tmpfs::mount(&cache, "16m");
+    let narbor = NarborServer::start(&cache, &["--upstream", &upstream.url()]);
+
+    // 20 MB cannot fit on a 16 MB disk: served whole, checked, not stored.
+    let r = narbor.get(&format!("/{big}"));
+    assert_eq!(
+        (r.status, r.complete, r.cache_status()),
+        (200, true, "BYPASS")
+    );
+    assert_eq!(Sha256::digest(&r.body), Sha256::digest(&big_nar));
+    // While the store refuses, corrupt bytes still never make a clean response.
+    let r = narbor.get(&format!("/{bad}"));
+    assert!(
+        r.status != 200 || !r.complete,
+        "a corrupt pass-through completed"
+    );
+    assert_eq!(narbor.get(&format!("/{small}")).cache_status(), "BYPASS");
+    assert!(narbor
+        .log_text()
+        .contains("passing NARs through without storing"));
+    let metrics = String::from_utf8(narbor.get("/metrics").body).unwrap();
+    let bypassed = metrics
+        .lines()
+        .find(|l| l.contains("outcome=\"bypassed\"") && l.contains("kind=\"nar\""))
+        .unwrap_or_else(|| panic!("no bypass metric:\n{metrics}"));
+    assert!(!bypassed.ends_with(" 0"), "{bypassed}");
+    assert!(
+        walk_files(&cache.join("blobs")).is_empty(),
+        "nothing stored"
+    );
+
+    // Space returns: after the back-off narbor stores again.
+    disk.resize("64m");
+    std::thread::sleep(std::time::Duration::from_millis(5500));
+    let r = narbor.get(&format!("/{big}"));
+    assert_eq!(
+        (r.status, r.complete, r.cache_status()),
+        (200, true, "MISS")
+    );
+    assert_eq!(narbor.get(&format!("/{big}")).cache_status(), "HIT");
+    assert_eq!(narbor.get("/health").status, 200);
+}
