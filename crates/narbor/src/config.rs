@@ -30,6 +30,9 @@ pub const DEFAULT_PRIORITY: u32 = 30;
 pub const DEFAULT_NARINFO_TTL: &str = "7d";
 /// Short, so a path pushed upstream a minute ago is found.
 pub const DEFAULT_NEGATIVE_TTL: &str = "1m";
+/// Long enough for a congested link, short enough that a dead upstream does not
+/// hold Nix clients for minutes.
+pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "30s";
 /// LAN mode's listen addresses: every interface, IPv4 and IPv6, on HTTP's own
 /// port, so a substituter URL needs no port number.
 pub const DEFAULT_LAN_LISTEN: [&str; 2] = ["0.0.0.0:80", "[::]:80"];
@@ -81,6 +84,10 @@ pub struct ServeOptions {
     /// How long an upstream 404 is remembered [default: 1m].
     #[arg(long, value_name = "DURATION")]
     pub negative_ttl: Option<String>,
+    /// How long an upstream may send nothing (connecting, or mid-body) before narbor gives
+    /// up on it [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
     /// A public key `name:base64` (repeatable): when given, a narinfo without a valid
     /// signature by one of these keys is neither cached nor served.
     #[arg(long = "trusted-key", value_name = "KEY")]
@@ -114,6 +121,7 @@ pub struct ServeSettings {
     pub priority: u32,
     pub narinfo_ttl: Duration,
     pub negative_ttl: Duration,
+    pub upstream_timeout: Duration,
     pub trusted_keys: Vec<PublicKey>,
     pub sign_key: Option<SecretKey>,
     pub log: String,
@@ -149,6 +157,7 @@ impl ServeOptions {
             priority: self.priority.or(file.priority),
             narinfo_ttl: self.narinfo_ttl.or(file.narinfo_ttl),
             negative_ttl: self.negative_ttl.or(file.negative_ttl),
+            upstream_timeout: self.upstream_timeout.or(file.upstream_timeout),
             trusted_keys: list(self.trusted_keys, file.trusted_keys),
             sign_key_file: self.sign_key_file.or(file.sign_key_file),
             log: self.log.or(file.log),
@@ -214,6 +223,14 @@ impl ServeOptions {
             priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
             narinfo_ttl: duration("narinfo-ttl", self.narinfo_ttl, DEFAULT_NARINFO_TTL)?,
             negative_ttl: duration("negative-ttl", self.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
+            upstream_timeout: match duration(
+                "upstream-timeout",
+                self.upstream_timeout,
+                DEFAULT_UPSTREAM_TIMEOUT,
+            )? {
+                d if d.is_zero() => bail!("upstream-timeout: must be more than 0s"),
+                d => d,
+            },
             trusted_keys,
             sign_key,
             log: self.log.unwrap_or_else(|| "info".to_owned()),

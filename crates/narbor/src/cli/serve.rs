@@ -53,7 +53,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inactive,
         trusted_keys: settings.trusted_keys,
         sign_key: settings.sign_key.map(Arc::new),
-        upstream_options: UpstreamOptions::default(),
+        upstream_options: UpstreamOptions {
+            connect_timeout: settings.upstream_timeout.min(Duration::from_secs(10)),
+            stall_timeout: settings.upstream_timeout,
+        },
         stats_public: settings.stats_public,
     };
 

@@ -532,3 +532,33 @@ fn a_full_disk_passes_nars_through_verified_and_storing_resumes_with_space() {
     assert_eq!(narbor.get(&format!("/{big}")).cache_status(), "HIT");
     assert_eq!(narbor.get("/health").status, 200);
 }
+
+#[test]
+fn a_stalled_upstream_fails_every_client_after_the_timeout_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let nar = pseudo_random(2 * 1024 * 1024, 81);
+    let key = put_nar(&root, &nar);
+    let upstream = Upstream::start(root);
+    upstream.set_fault(&key, Some(Fault::Stall)); // half the body, then ten minutes of nothing
+    let cache = dir.path().join("cache");
+    let narbor = Arc::new(NarborServer::start(
+        &cache,
+        &["--upstream", &upstream.url(), "--upstream-timeout", "2s"],
+    ));
+    let started = std::time::Instant::now();
+    for (status, complete, _) in three_clients(&narbor, &format!("/{key}")) {
+        assert!(status != 200 || !complete, "a stalled fill completed");
+    }
+    // The clients were released by narbor's timeout, not by the upstream.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!walk_files(&cache.join("blobs"))
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".nar")));
+    upstream.set_fault(&key, None);
+    let r = narbor.get(&format!("/{key}"));
+    assert_eq!(
+        (r.status, r.complete, r.cache_status()),
+        (200, true, "MISS")
+    );
+}
