@@ -16,6 +16,7 @@ required=(
   "skopeo:skopeo"
   "curl:curl"
   "zstd:zstd"
+  "openssl:openssl"
   "shellcheck:shellcheck"
   "systemd-analyze:systemd"
   "python3:python3"

@@ -562,3 +562,139 @@ fn a_stalled_upstream_fails_every_client_after_the_timeout_and_stores_nothing() 
         (200, true, "MISS")
     );
 }
+
+/// A real HTTPS upstream: `openssl s_server -WWW` serving `root`, with a
+/// certificate for 127.0.0.1 signed by a fresh test CA. Returns the server
+/// process (killed on drop), its URL and the CA certificate file.
+struct TlsUpstream {
+    child: std::process::Child,
+    url: String,
+    ca: std::path::PathBuf,
+}
+
+impl TlsUpstream {
+    fn start(root: &Path, work: &Path) -> TlsUpstream {
+        let openssl = |args: &[&str]| {
+            run_ok(
+                std::process::Command::new("openssl")
+                    .args(args)
+                    .current_dir(work),
+            )
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=narbor test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+        ]);
+        std::fs::write(work.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "srv.pem",
+        ]);
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(work.join("srv.pem"))
+            .arg("-key")
+            .arg(work.join("srv.key"))
+            .current_dir(root)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TlsUpstream {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            ca: work.join("ca.pem"),
+        }
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_upstream_with_an_untrusted_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let nar = pseudo_random(50_000, 71);
+    let key = put_nar(&root, &nar);
+    let work = dir.path().join("tls");
+    std::fs::create_dir_all(&work).unwrap();
+    let upstream = TlsUpstream::start(&root, &work);
+
+    // The test CA is in no trust store narbor uses: the upstream is refused.
+    let untrusting = NarborServer::start(&dir.path().join("c1"), &["--upstream", &upstream.url]);
+    let r = untrusting.get(&format!("/{key}"));
+    assert_eq!((r.status, r.cache_status()), (502, "ERROR"));
+    assert!(
+        untrusting.log_text().contains("upstream"),
+        "the failure is logged"
+    );
+
+    // Control: the same upstream, with its CA trusted, works, so it was the
+    // certificate that was refused.
+    let trusting = NarborServer::start_with_env(
+        &dir.path().join("c2"),
+        &["--upstream", &upstream.url],
+        &[("SSL_CERT_FILE", upstream.ca.to_str().unwrap())],
+    );
+    let r = trusting.get(&format!("/{key}"));
+    assert_eq!(
+        (r.status, r.complete),
+        (200, true),
+        "{}",
+        trusting.log_text()
+    );
+    assert_eq!(Sha256::digest(&r.body), Sha256::digest(&nar));
+}
