@@ -442,13 +442,25 @@ impl RegistryClient {
     /// HEAD a blob: true when the registry has it. Never a GET: registries
     /// such as GHCR answer a GET with a redirect to storage.
     pub async fn blob_exists(&self, digest: &Digest) -> Result<bool, OciError> {
+        Ok(self.blob_size(digest).await?.is_some())
+    }
+
+    /// HEAD a blob: its size (`Content-Length`, 0 when a redirect hides it),
+    /// or None when the registry does not have it.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, OciError> {
         self.stats.blob_heads.fetch_add(1, Ordering::Relaxed);
         let op = format!("HEAD blob {digest}");
         let url = self.url(&format!("blobs/{digest}"));
         let resp = self.send(&op, Method::HEAD, &url, true, &|r| r).await?;
+        let len = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         match resp.status().as_u16() {
-            200 | 307 | 302 | 301 | 303 | 308 => Ok(true),
-            404 => Ok(false),
+            200 => Ok(Some(len.unwrap_or(0))),
+            307 | 302 | 301 | 303 | 308 => Ok(Some(0)),
+            404 => Ok(None),
             s => Err(status_error(&op, s, None)),
         }
     }

@@ -313,8 +313,8 @@ fn empty_fragment(tag: &str, digest: Digest, manifest: Option<ImageManifest>) ->
 }
 
 /// A narbor entries blob. Entries whose narinfo does not parse or whose
-/// `FileHash` is not the blob's digest are skipped with a warning: serving
-/// them would hand Nix bytes it must reject.
+/// `FileHash`/`FileSize` (when given) are not the blob's are skipped with a
+/// warning: serving them would hand Nix bytes it must reject.
 pub(crate) fn parse_entries(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciError> {
     let doc: EntriesDoc =
         serde_json::from_slice(blob).map_err(|e| OciError::invalid(what, e.to_string()))?;
@@ -346,7 +346,8 @@ fn entry_consistent(e: &IndexEntry) -> bool {
     let Ok(info) = NarInfo::parse(&e.narinfo) else {
         return false;
     };
-    info.file_hash.is_some_and(|h| h == e.blob.digest.0) && info.file_size == e.blob.size
+    info.file_hash.is_none_or(|h| h == e.blob.digest.0)
+        && (info.file_size.is_none() || e.blob.size.is_none() || info.file_size == e.blob.size)
 }
 
 fn parse_legacy(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciError> {
