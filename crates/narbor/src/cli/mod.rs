@@ -1,8 +1,11 @@
 //! The subcommands and their dispatch.
 
+mod gc;
 mod keygen;
 mod nar;
 mod narinfo;
+mod oci;
+mod push;
 mod serve;
 mod units;
 
@@ -35,6 +38,11 @@ enum Command {
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
     Serve(serve::Args),
+    /// Push store paths and their closure into an OCI registry cache.
+    Push(push::Args),
+    /// Remove unreachable, old entries from an OCI registry cache and
+    /// delete the blobs nothing references any more.
+    Gc(gc::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -43,6 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Narinfo(cmd) => narinfo::run(cmd),
         Command::Nar(cmd) => nar::run(cmd),
         Command::Serve(args) => serve::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Gc(args) => gc::run(args),
     }
 }
 

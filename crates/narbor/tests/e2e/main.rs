@@ -6,7 +6,9 @@
 //! test with a message naming it: nothing is skipped silently.
 
 mod layering;
+mod oci;
 mod protocol;
+mod registry;
 mod serve;
 mod support;
 mod upstream;
