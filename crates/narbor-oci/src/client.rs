@@ -65,7 +65,8 @@ pub struct ClientStats {
 /// One bearer token and what it was issued for.
 struct Token {
     header: String,
-    expires: Instant,
+    /// A little before it expires (10 s, or a quarter of a short lifetime).
+    refresh_at: Instant,
 }
 
 #[derive(Default)]
@@ -272,7 +273,7 @@ impl RegistryClient {
             } => {
                 let fresh = token
                     .as_ref()
-                    .is_some_and(|t| t.expires > Instant::now() + Duration::from_secs(10));
+                    .is_some_and(|t| t.refresh_at > Instant::now());
                 if !fresh {
                     *token = Some(self.fetch_token(realm, service.as_deref(), actions).await?);
                 }
@@ -433,9 +434,10 @@ impl RegistryClient {
             .max(1);
         self.stats.tokens_fetched.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(host = %self.store.host, lifetime, ?actions, "got a registry token");
+        let margin = Duration::from_secs(10).min(Duration::from_secs(lifetime) / 4);
         Ok(Token {
             header: format!("Bearer {token}"),
-            expires: Instant::now() + Duration::from_secs(lifetime),
+            refresh_at: Instant::now() + Duration::from_secs(lifetime) - margin,
         })
     }
 

@@ -21,6 +21,9 @@ mod time;
 mod upload;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 pub use auth::Credentials;
 pub use client::{ClientStats, RegistryClient, RetryPolicy};
 pub use digest::Digest;
