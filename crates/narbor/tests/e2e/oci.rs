@@ -506,3 +506,106 @@ fn a_cache_in_nixcache_oci_format_is_read() {
         assert_eq!((stats.fetched, stats.changed), (0, false));
     });
 }
+
+#[test]
+fn upstream_paths_are_skipped_and_an_unreachable_upstream_only_warns() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("skips");
+    let top = small_closure(&env, "skip");
+    let all = closure(&env, &top);
+    let leaf = all.iter().find(|p| p.ends_with("-leaf")).unwrap().clone();
+    // A local upstream that has the leaf's narinfo.
+    let dir = env.path("upstream");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = &Path::new(&leaf).file_name().unwrap().to_string_lossy()[..32];
+    std::fs::write(dir.join(format!("{hash}.narinfo")), "StorePath: x\n").unwrap();
+    let upstream = crate::upstream::Upstream::start(dir);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+
+    // Paths come from standard input.
+    let mut cmd = push_cmd(&env, &store);
+    cmd.args([
+        "--skip-upstream",
+        &dead,
+        "--skip-upstream",
+        &upstream.url(),
+        "-",
+    ]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{}", top.display()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    assert!(
+        stdout_str(&out).contains("1 skipped as upstream"),
+        "{}",
+        stdout_str(&out)
+    );
+    assert!(
+        stderr_str(&out).contains("unreachable"),
+        "the dead upstream is named: {}",
+        stderr_str(&out)
+    );
+    assert_eq!(indexed_paths(&store), vec![top.display().to_string()]);
+    assert!(upstream.requests(&format!("{hash}.narinfo")) >= 1);
+}
+
+#[test]
+fn gc_racing_a_push_loses_nothing_the_push_published() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("race");
+    // Two leaves with the same bytes under different names: one NAR blob.
+    // gc removes the old one's entry and deletes that blob while the push
+    // of the new one finds it present (HEAD) and does not upload it.
+    let closure_with = |tag: &str| {
+        let leaf = env.build(
+            &format!("narbor-race-{tag}-leaf"),
+            "echo the same bytes > $out",
+            &[],
+        );
+        env.build(
+            &format!("narbor-race-{tag}"),
+            "/bin/mkdir $out; /bin/ln -s $ref0 $out/leaf",
+            &[&leaf],
+        )
+    };
+    let old = closure_with("old");
+    let new = closure_with("new");
+    for round in 0..3 {
+        let store = format!("{store}{round}");
+        run_ok(push_cmd(&env, &store).arg("--no-skip").arg(&old));
+        let push = push_cmd(&env, &store)
+            .arg("--no-skip")
+            .arg(&new)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let gc = gc_cmd(&store)
+            .arg("--root")
+            .arg(&new)
+            .args(["--retention", "0s"])
+            .output()
+            .unwrap();
+        let push = push.wait_with_output().unwrap();
+        assert!(gc.status.success(), "{}", stderr_str(&gc));
+        assert!(push.status.success(), "{}", stderr_str(&push));
+        let listed = indexed_paths(&store);
+        for p in closure(&env, &new) {
+            assert!(
+                listed.contains(&p),
+                "{p} was pushed and must be listed: {listed:?}"
+            );
+        }
+        // Every listed path's blob is there.
+        assert_eq!(
+            materialize(&store, &env.path(&format!("after-race-{round}"))),
+            listed.len()
+        );
+    }
+}
