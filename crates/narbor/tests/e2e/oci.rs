@@ -505,6 +505,41 @@ fn a_cache_in_nixcache_oci_format_is_read() {
         let stats = reader.refresh().await.unwrap();
         assert_eq!((stats.fetched, stats.changed), (0, false));
     });
+
+    // gc migrates it: the entry moves into a narbor fragment that references
+    // its NAR blob, and the cache-index manifest is gone.
+    let out = run_ok(
+        gc_cmd(&store)
+            .arg("--root")
+            .arg(path.to_absolute_path())
+            .args(["--retention", "0s"]),
+    );
+    assert!(
+        stdout_str(&out).contains("keep 1, remove 0"),
+        "{}",
+        stdout_str(&out)
+    );
+    let mut reader = IndexReader::new(Arc::clone(&c));
+    rt().block_on(async {
+        reader.refresh().await.unwrap();
+        let fragments: Vec<_> = reader.fragments().collect();
+        assert_eq!(fragments.len(), 1);
+        assert!(!fragments[0].legacy);
+        assert!(fragments[0]
+            .manifest
+            .layers
+            .iter()
+            .any(|l| l.digest.to_string() == nar_digest));
+        assert_eq!(
+            &*reader.index().get(path.hash()).unwrap().narinfo,
+            info.to_string()
+        );
+        assert!(c.get_manifest("cache-index").await.unwrap().is_none());
+    });
+    assert_eq!(
+        registry.head_status(&format!("/v2/{repo}/blobs/{nar_digest}")),
+        200
+    );
 }
 
 #[test]
