@@ -2,9 +2,12 @@
 
 mod check_config;
 mod discover;
+mod gc;
 mod keygen;
 mod nar;
 mod narinfo;
+mod oci;
+mod push;
 mod serve;
 pub(crate) mod units;
 
@@ -42,6 +45,11 @@ enum Command {
     /// Find Nix caches on the LAN (`narbor serve --lan`, or any `_http._tcp`
     /// service with TXT `nix-cache=1`) and print how to use them.
     Discover(discover::Args),
+    /// Push store paths and their closure into an OCI registry cache.
+    Push(push::Args),
+    /// Remove unreachable, old entries from an OCI registry cache and
+    /// delete the blobs nothing references any more.
+    Gc(gc::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -55,6 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(*args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Discover(args) => discover::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Gc(args) => gc::run(args),
     }
 }
 

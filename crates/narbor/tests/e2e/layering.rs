@@ -78,3 +78,31 @@ fn only_the_binary_uses_anyhow() {
         );
     }
 }
+
+#[test]
+fn oci_and_publish_crates_keep_their_lanes() {
+    let oci = crate_names(&dependency_tree("narbor-oci"));
+    for forbidden in [
+        "narbor-store",
+        "narbor-server",
+        "narbor-publish",
+        "anyhow",
+        "clap",
+    ] {
+        assert!(
+            !oci.iter().any(|n| n == forbidden),
+            "narbor-oci depends on {forbidden}, which docs/architecture.md forbids"
+        );
+    }
+    let publish = crate_names(&dependency_tree("narbor-publish"));
+    assert!(
+        publish.iter().any(|n| n == "narbor-oci"),
+        "tree looks wrong: {publish:?}"
+    );
+    for forbidden in ["narbor-server", "narbor-store", "anyhow", "clap"] {
+        assert!(
+            !publish.iter().any(|n| n == forbidden),
+            "narbor-publish depends on {forbidden}, which docs/architecture.md forbids"
+        );
+    }
+}

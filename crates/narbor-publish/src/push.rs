@@ -1,0 +1,322 @@
+//! `push`: the closure of some store paths into an OCI store.
+//!
+//! Order of work: ask Nix for the closure; drop what upstreams have
+//! (concurrent narinfo HEADs) and what the index already has; then, `jobs` at
+//! a time, dump + check + compress each NAR into a temporary file, HEAD its
+//! blob and upload it when missing, and sign its narinfo; then write the
+//! entries as fragments. A fragment the registry refuses because a blob
+//! vanished (a gc ran at the same moment) makes push upload that blob again
+//! and retry. Last, push re-reads the index and checks that every path it
+//! published is listed and every blob is there, repairing what a concurrent
+//! gc removed.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use narbor_oci::{
+    now_unix, write_fragments, Digest, IndexReader, NewEntry, OciError, RegistryClient,
+    MAX_ENTRIES_PER_FRAGMENT,
+};
+use narbor_proto::{NarInfo, SecretKey, StorePathHash};
+
+use crate::compress::{dump_compressed, Dumped};
+use crate::{Compression, PathInfo, PublishError, UpstreamCheck};
+
+/// What to push and how.
+pub struct PushOptions {
+    pub key: Option<SecretKey>,
+    pub compression: Compression,
+    /// Upstream caches whose paths are not pushed (empty: push everything).
+    pub skip_upstreams: Vec<String>,
+    /// NARs prepared and uploaded at once.
+    pub jobs: usize,
+    /// Where compressed NARs wait for their upload.
+    pub tmp_dir: PathBuf,
+}
+
+/// What happened, for the caller's progress display.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The closure is known: `to_push` paths of `closure` remain after the checks.
+    Planned {
+        closure: usize,
+        skipped_upstream: usize,
+        skipped_present: usize,
+        to_push: usize,
+        nar_bytes: u64,
+    },
+    /// One path's NAR is in the registry.
+    PathDone {
+        path: &'a str,
+        nar_size: u64,
+        file_size: u64,
+        uploaded: bool,
+    },
+    /// A fragment was written.
+    Fragment { tag: &'a str, entries: usize },
+}
+
+/// Receives [`Event`]s (from several tasks: implementations synchronise).
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: Event<'_>);
+}
+
+/// The outcome of a push.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PushSummary {
+    pub closure: usize,
+    pub skipped_upstream: usize,
+    pub skipped_present: usize,
+    /// Paths published by this push.
+    pub pushed: usize,
+    /// NAR blobs uploaded, and the bytes they held.
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    /// NAR blobs the registry already had (same compressed bytes).
+    pub blobs_present: usize,
+    /// Uncompressed NAR bytes of the pushed paths.
+    pub nar_bytes: u64,
+    pub fragments: Vec<String>,
+}
+
+/// Pushes `infos` (a closure, as [`crate::closure_infos`] gives it) to the store.
+pub async fn push(
+    client: Arc<RegistryClient>,
+    infos: Vec<PathInfo>,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<PushSummary, PublishError> {
+    let mut summary = PushSummary {
+        closure: infos.len(),
+        ..Default::default()
+    };
+    let hashes: Vec<StorePathHash> = infos.iter().map(|i| *i.path.hash()).collect();
+    let upstream = UpstreamCheck::new(opts.skip_upstreams.clone())
+        .present(&hashes)
+        .await;
+    let mut reader = IndexReader::new(Arc::clone(&client));
+    reader.refresh().await?;
+    let index = reader.index();
+    let mut todo = Vec::new();
+    for info in infos {
+        if upstream.contains(info.path.hash()) {
+            summary.skipped_upstream += 1;
+        } else if index.get(info.path.hash()).is_some() {
+            summary.skipped_present += 1;
+        } else {
+            todo.push(info);
+        }
+    }
+    reporter.event(Event::Planned {
+        closure: summary.closure,
+        skipped_upstream: summary.skipped_upstream,
+        skipped_present: summary.skipped_present,
+        to_push: todo.len(),
+        nar_bytes: todo.iter().map(|i| i.nar_size).sum(),
+    });
+    let by_hash: HashMap<StorePathHash, PathInfo> =
+        todo.iter().map(|i| (*i.path.hash(), i.clone())).collect();
+    let mut entries = prepare_all(&client, &todo, opts, reporter, &mut summary).await?;
+
+    // Fragments, repairing blobs a concurrent gc deleted under us.
+    for chunk in entries.chunks_mut(MAX_ENTRIES_PER_FRAGMENT) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match write_fragments(&client, chunk).await {
+                Ok(written) => {
+                    for w in written {
+                        reporter.event(Event::Fragment {
+                            tag: &w.tag,
+                            entries: w.entries,
+                        });
+                        summary.fragments.push(w.tag);
+                    }
+                    break;
+                }
+                Err(OciError::ManifestBlobUnknown { digests, .. }) if attempt < 4 => {
+                    tracing::warn!(?digests, "the registry lost blobs before the fragment was written (a concurrent gc?); uploading them again");
+                    repair(&client, chunk, &by_hash, opts, &mut summary).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    // Verify: every published path is listed and its blob is there.
+    for round in 0..3 {
+        let stats = reader.refresh().await?;
+        let index = reader.index();
+        let missing_entries: Vec<NewEntry> = entries
+            .iter()
+            .filter(|e| {
+                NarInfo::parse(&e.narinfo).is_ok_and(|i| index.get(i.store_path.hash()).is_none())
+            })
+            .cloned()
+            .collect();
+        let mut lost_blobs = entries.clone();
+        repair(&client, &mut lost_blobs, &by_hash, opts, &mut summary).await?;
+        if missing_entries.is_empty() {
+            break;
+        }
+        tracing::warn!(
+            round,
+            missing = missing_entries.len(),
+            ?stats,
+            "published paths vanished from the index (a concurrent gc?); publishing them again"
+        );
+        for w in write_fragments(&client, &missing_entries).await? {
+            summary.fragments.push(w.tag);
+        }
+    }
+    summary.pushed = entries.len();
+    entries.clear();
+    Ok(summary)
+}
+
+/// Prepares and uploads every path, `jobs` at a time.
+async fn prepare_all(
+    client: &Arc<RegistryClient>,
+    todo: &[PathInfo],
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+    summary: &mut PushSummary,
+) -> Result<Vec<NewEntry>, PublishError> {
+    let results: Vec<Result<(NewEntry, bool, u64), PublishError>> =
+        futures_util::stream::iter(todo.iter().map(|info| {
+            let client = Arc::clone(client);
+            async move {
+                let (entry, uploaded) = prepare_one(&client, info, opts).await?;
+                reporter.event(Event::PathDone {
+                    path: &info.path.to_absolute_path(),
+                    nar_size: info.nar_size,
+                    file_size: entry.blob_size,
+                    uploaded,
+                });
+                Ok((entry, uploaded, info.nar_size))
+            }
+        }))
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    let mut entries = Vec::with_capacity(results.len());
+    for r in results {
+        let (entry, uploaded, nar_size) = r?;
+        if uploaded {
+            summary.blobs_uploaded += 1;
+            summary.bytes_uploaded += entry.blob_size;
+        } else {
+            summary.blobs_present += 1;
+        }
+        summary.nar_bytes += nar_size;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Dumps, checks, compresses, uploads (unless present) and signs one path.
+async fn prepare_one(
+    client: &RegistryClient,
+    info: &PathInfo,
+    opts: &PushOptions,
+) -> Result<(NewEntry, bool), PublishError> {
+    let dumped = dump_checked(info, opts).await?;
+    let digest = Digest(dumped.file_hash);
+    let uploaded = if client.blob_exists(&digest).await? {
+        false
+    } else {
+        client
+            .upload_blob_file(&digest, dumped.file.path(), dumped.file_size)
+            .await?;
+        true
+    };
+    let entry = sign_entry(info, &dumped, opts);
+    Ok((entry, uploaded))
+}
+
+async fn dump_checked(info: &PathInfo, opts: &PushOptions) -> Result<Dumped, PublishError> {
+    let path = PathBuf::from(info.path.to_absolute_path());
+    let tmp = opts.tmp_dir.clone();
+    let compression = opts.compression;
+    let dumped = tokio::task::spawn_blocking(move || dump_compressed(&path, compression, &tmp))
+        .await
+        .map_err(|e| PublishError::Invalid(format!("the NAR task failed: {e}")))??;
+    let p = info.path.to_absolute_path();
+    if dumped.nar_size != info.nar_size {
+        return Err(PublishError::NarMismatch {
+            path: p,
+            what: "NarSize",
+            ours: dumped.nar_size.to_string(),
+            nix: info.nar_size.to_string(),
+        });
+    }
+    if dumped.nar_hash != info.nar_hash {
+        return Err(PublishError::NarMismatch {
+            path: p,
+            what: "NarHash",
+            ours: dumped.nar_hash.to_string(),
+            nix: info.nar_hash.to_string(),
+        });
+    }
+    Ok(dumped)
+}
+
+fn sign_entry(info: &PathInfo, d: &Dumped, opts: &PushOptions) -> NewEntry {
+    let c = opts.compression.nar_compression();
+    let url = format!("nar/{}.nar{}", d.file_hash.to_nix32(), c.extension());
+    let mut n = NarInfo::new(info.path.clone(), url, d.nar_hash, d.nar_size);
+    n.compression = c.name().to_owned();
+    n.file_hash = Some(d.file_hash);
+    n.file_size = Some(d.file_size);
+    n.references = info.references.clone();
+    n.references.sort();
+    n.deriver = info.deriver.clone();
+    n.ca = info.ca.clone();
+    n.sigs = info.sigs.clone();
+    if let Some(k) = &opts.key {
+        n.sign(k);
+    }
+    NewEntry {
+        narinfo: n.to_string(),
+        nar_digest: Digest(d.file_hash),
+        blob_size: d.file_size,
+        pushed_at: now_unix(),
+    }
+}
+
+/// Uploads again every blob of `entries` the registry lacks. Compression
+/// is deterministic for one narbor build, so the bytes hash the same; if not
+/// (another zstd), the entry is re-signed with the new blob.
+async fn repair(
+    client: &RegistryClient,
+    entries: &mut [NewEntry],
+    by_hash: &HashMap<StorePathHash, PathInfo>,
+    opts: &PushOptions,
+    summary: &mut PushSummary,
+) -> Result<(), PublishError> {
+    let mut done = HashSet::new();
+    for e in entries.iter_mut() {
+        if done.contains(&e.nar_digest) || client.blob_exists(&e.nar_digest).await? {
+            continue;
+        }
+        let info =
+            NarInfo::parse(&e.narinfo).map_err(|err| PublishError::Invalid(err.to_string()))?;
+        let Some(pinfo) = by_hash.get(info.store_path.hash()) else {
+            continue;
+        };
+        let dumped = dump_checked(pinfo, opts).await?;
+        let digest = Digest(dumped.file_hash);
+        client
+            .upload_blob_file(&digest, dumped.file.path(), dumped.file_size)
+            .await?;
+        summary.blobs_uploaded += 1;
+        summary.bytes_uploaded += dumped.file_size;
+        if digest != e.nar_digest {
+            *e = sign_entry(pinfo, &dumped, opts);
+        }
+        done.insert(e.nar_digest);
+    }
+    Ok(())
+}

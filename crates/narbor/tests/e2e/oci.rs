@@ -1,0 +1,646 @@
+//! `narbor push` and `narbor gc` against a real `docker-registry`, read back
+//! by narbor's index reader, by skopeo and by the real Nix client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use narbor_oci::{Credentials, IndexReader, RegistryClient, StoreRef};
+use narbor_proto::{NarInfo, StorePath};
+
+use crate::registry::{Auth, Registry, TokenServer, PASSWORD, USER};
+use crate::support::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client(store: &str) -> Arc<RegistryClient> {
+    let creds = Credentials::new(USER, PASSWORD);
+    Arc::new(RegistryClient::new(StoreRef::parse(store).unwrap(), Some(creds)).unwrap())
+}
+
+/// `narbor push` in a Nix environment with the registry's credentials.
+fn push_cmd(env: &NixEnv, store: &str) -> Command {
+    let mut c = env.cmd(env!("CARGO_BIN_EXE_narbor"));
+    c.args(["push", "--to", store])
+        .env("NARBOR_REGISTRY_USERNAME", USER)
+        .env("NARBOR_REGISTRY_PASSWORD", PASSWORD)
+        .env("RUST_LOG", "narbor=info,warn");
+    c
+}
+
+fn gc_cmd(store: &str) -> Command {
+    let mut c = narbor();
+    c.args(["gc", "--store", store])
+        .env("NARBOR_REGISTRY_USERNAME", USER)
+        .env("NARBOR_REGISTRY_PASSWORD", PASSWORD);
+    c
+}
+
+fn keys(env: &NixEnv) -> (PathBuf, String) {
+    let (sk, pk) = (env.path("push.sk"), env.path("push.pk"));
+    run_ok(
+        narbor()
+            .args(["keygen", "narbor-push-test-1"])
+            .arg(&sk)
+            .arg(&pk),
+    );
+    let public = std::fs::read_to_string(&pk).unwrap().trim().to_owned();
+    (sk, public)
+}
+
+/// The closure of `path` as Nix sees it, sorted.
+fn closure(env: &NixEnv, path: &Path) -> Vec<String> {
+    let out = run_ok(
+        env.cmd("nix-store")
+            .args(["--query", "--requisites"])
+            .arg(path),
+    );
+    let mut v: Vec<String> = stdout_str(&out).lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+/// The store paths the index lists, sorted.
+fn indexed_paths(store: &str) -> Vec<String> {
+    let mut reader = IndexReader::new(client(store));
+    rt().block_on(reader.refresh()).unwrap();
+    let mut v: Vec<String> = reader
+        .index()
+        .entries()
+        .map(|e| e.store_path.to_absolute_path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The "uploaded N NAR(s)" figure of push's summary.
+fn uploaded(out: &Output) -> usize {
+    let s = stdout_str(out);
+    let after = s
+        .split("uploaded ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary in {s}"));
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Writes the index as a `file://` binary cache (narinfos from the index,
+/// NARs fetched as blobs): what a substituter would see.
+///
+/// LEAD: once `narbor serve --oci` exists, point `nix copy --from` at it
+/// instead of this directory; everything else in the test stays.
+fn materialize(store: &str, dir: &Path) -> usize {
+    let client = client(store);
+    let mut reader = IndexReader::new(Arc::clone(&client));
+    rt().block_on(async {
+        reader.refresh().await.unwrap();
+        let index = reader.index();
+        std::fs::create_dir_all(dir.join("nar")).unwrap();
+        std::fs::write(dir.join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+        for e in index.entries() {
+            std::fs::write(
+                dir.join(format!("{}.narinfo", e.store_path.hash())),
+                e.narinfo.as_bytes(),
+            )
+            .unwrap();
+            let blob = index.nar_blob(&e.nar_url).expect("NAR URL maps to a blob");
+            let bytes = client.get_blob_bytes(&blob.digest, 1 << 30).await.unwrap();
+            std::fs::write(dir.join(&e.nar_url), bytes).unwrap();
+        }
+        index.len()
+    })
+}
+
+/// A closure over 50 MB: the NAR-feature tree (symlinks, a 50 MB file) and
+/// an app referencing it through a file and a symlink.
+fn big_closure(env: &NixEnv) -> PathBuf {
+    let tree = tree_fixture(env);
+    env.build(
+        "narbor-oci-app",
+        "/bin/mkdir $out; echo $ref0 > $out/uses; /bin/ln -s $ref0/run.sh $out/run",
+        &[&tree],
+    )
+}
+
+fn small_closure(env: &NixEnv, tag: &str) -> PathBuf {
+    let leaf = env.build(
+        &format!("narbor-oci-{tag}-leaf"),
+        &format!("echo {tag} leaf > $out"),
+        &[],
+    );
+    env.build(
+        &format!("narbor-oci-{tag}-top"),
+        &format!("/bin/mkdir $out; echo {tag} > $out/x; /bin/ln -s $ref0 $out/leaf"),
+        &[&leaf],
+    )
+}
+
+#[test]
+fn push_a_closure_substitute_it_into_a_fresh_store_and_push_again_for_nothing() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("team/nix-cache");
+    let (sk, public) = keys(&env);
+    let app = big_closure(&env);
+    let want = closure(&env, &app);
+    assert_eq!(want.len(), 2);
+
+    let out = run_ok(
+        push_cmd(&env, &store)
+            .arg("--no-skip")
+            .arg("--key-file")
+            .arg(&sk)
+            .arg(&app),
+    );
+    assert_eq!(uploaded(&out), 2, "{}", stdout_str(&out));
+    assert_eq!(indexed_paths(&store), want);
+
+    // The index is what Nix needs: signed narinfos and NARs it accepts.
+    let cache = env.path("materialized");
+    assert_eq!(materialize(&store, &cache), 2);
+    let root = env.path("fresh");
+    run_ok(
+        env.cmd("nix")
+            .args(["copy", "--from"])
+            .arg(format!("file://{}", cache.display()))
+            .arg("--to")
+            .arg(format!("local?root={}", root.display()))
+            .args(["--option", "trusted-public-keys", &public])
+            .arg(&app),
+    );
+    run_ok(
+        env.cmd("nix")
+            .args([
+                "store",
+                "verify",
+                "--recursive",
+                "--sigs-needed",
+                "1",
+                "--store",
+            ])
+            .arg(format!("local?root={}", root.display()))
+            .args(["--option", "trusted-public-keys", &public])
+            .arg(&app),
+    );
+    let fresh_link = root.join(app.strip_prefix("/").unwrap()).join("run");
+    assert!(std::fs::symlink_metadata(&fresh_link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // A second push of the same closure uploads nothing and writes no fragment.
+    let blob_puts = registry.count_requests("PUT /v2/team/nix-cache/blobs/uploads");
+    let patches = registry.count_requests("PATCH /v2/team/nix-cache/blobs/uploads");
+    let manifests = registry.count_requests("PUT /v2/team/nix-cache/manifests");
+    assert!(
+        blob_puts >= 2 && patches >= 3,
+        "the first push's uploads are in the log ({blob_puts} PUTs, {patches} PATCHes)"
+    );
+    let out = run_ok(
+        push_cmd(&env, &store)
+            .arg("--no-skip")
+            .arg("--key-file")
+            .arg(&sk)
+            .arg(&app),
+    );
+    assert_eq!(uploaded(&out), 0, "{}", stdout_str(&out));
+    assert!(
+        stdout_str(&out).contains("2 skipped as present"),
+        "{}",
+        stdout_str(&out)
+    );
+    assert_eq!(
+        registry.count_requests("PUT /v2/team/nix-cache/blobs/uploads"),
+        blob_puts
+    );
+    assert_eq!(
+        registry.count_requests("PATCH /v2/team/nix-cache/blobs/uploads"),
+        patches
+    );
+    assert_eq!(
+        registry.count_requests("PUT /v2/team/nix-cache/manifests"),
+        manifests
+    );
+
+    // skopeo reads what narbor wrote.
+    let creds = format!("{USER}:{PASSWORD}");
+    let tags = run_ok(
+        Command::new("skopeo")
+            .args(["list-tags", "--tls-verify=false", "--creds", &creds])
+            .arg(format!("docker://{}/team/nix-cache", registry.addr)),
+    );
+    let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
+    let tags: Vec<&str> = tags["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    assert!(tags[0].starts_with("narbor-"), "{tags:?}");
+    let raw = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &creds])
+            .arg(format!(
+                "docker://{}/team/nix-cache:{}",
+                registry.addr, tags[0]
+            )),
+    );
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["artifactType"],
+        "application/vnd.narbor.cache.fragment.v1"
+    );
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(
+        layers[0]["mediaType"],
+        "application/vnd.narbor.cache.entries.v1+json"
+    );
+    assert_eq!(layers.len(), 3, "the entries blob and both NARs");
+    for l in &layers[1..] {
+        assert_eq!(l["mediaType"], "application/vnd.narbor.nar.v1+zstd");
+        let digest = l["digest"].as_str().unwrap();
+        assert_eq!(
+            registry.head_status(&format!("/v2/team/nix-cache/blobs/{digest}")),
+            200
+        );
+    }
+}
+
+#[test]
+fn two_pushes_started_at_the_same_moment_lose_nothing() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("shared");
+    let a = small_closure(&env, "concurrent-a");
+    let b = small_closure(&env, "concurrent-b");
+    let mut children: Vec<_> = [&a, &b]
+        .iter()
+        .map(|p| {
+            push_cmd(&env, &store)
+                .arg("--no-skip")
+                .arg(p)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children.drain(..) {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr_str(&out));
+    }
+    let mut want = closure(&env, &a);
+    want.extend(closure(&env, &b));
+    want.sort();
+    assert_eq!(indexed_paths(&store), want);
+    let mut reader = IndexReader::new(client(&store));
+    rt().block_on(reader.refresh()).unwrap();
+    assert_eq!(
+        reader.fragments().count(),
+        2,
+        "one immutable fragment per push"
+    );
+}
+
+#[test]
+fn gc_dry_run_changes_nothing_and_a_real_run_keeps_the_reachable_and_deletes_the_rest() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("gc");
+    let keep = small_closure(&env, "gc-keep");
+    let drop = small_closure(&env, "gc-drop");
+    run_ok(push_cmd(&env, &store).arg("--no-skip").arg(&keep));
+    run_ok(push_cmd(&env, &store).arg("--no-skip").arg(&drop));
+    let before = indexed_paths(&store);
+    assert_eq!(before.len(), 4);
+    let blob_status = |path: &str| {
+        let mut reader = IndexReader::new(client(&store));
+        rt().block_on(reader.refresh()).unwrap();
+        let hash = StorePath::from_absolute_path(path).unwrap();
+        reader
+            .index()
+            .get(hash.hash())
+            .map(|e| e.blob.digest.to_string())
+    };
+    let digests: Vec<(String, String)> = before
+        .iter()
+        .map(|p| (p.clone(), blob_status(p).unwrap()))
+        .collect();
+
+    let plan =
+        run_ok(
+            gc_cmd(&store)
+                .arg("--root")
+                .arg(&keep)
+                .args(["--retention", "0s", "--dry-run"]),
+        );
+    let text = stdout_str(&plan);
+    assert!(text.contains("keep 2, remove 2"), "{text}");
+    assert!(text.contains("dry run: nothing changed"), "{text}");
+    assert_eq!(indexed_paths(&store), before);
+    for (_, d) in &digests {
+        assert_eq!(registry.head_status(&format!("/v2/gc/blobs/{d}")), 200);
+    }
+
+    // Young entries survive whatever the roots.
+    let out = run_ok(
+        gc_cmd(&store)
+            .arg("--root")
+            .arg(&keep)
+            .args(["--retention", "1h"]),
+    );
+    assert!(
+        stdout_str(&out).contains("remove 0"),
+        "{}",
+        stdout_str(&out)
+    );
+    assert_eq!(indexed_paths(&store), before);
+
+    let out = run_ok(
+        gc_cmd(&store)
+            .arg("--root")
+            .arg(&keep)
+            .args(["--retention", "0s"]),
+    );
+    assert!(
+        stdout_str(&out).contains("keep 2, remove 2"),
+        "{}",
+        stdout_str(&out)
+    );
+    let kept = closure(&env, &keep);
+    assert_eq!(indexed_paths(&store), kept);
+    for (p, d) in &digests {
+        let status = registry.head_status(&format!("/v2/gc/blobs/{d}"));
+        if kept.contains(p) {
+            assert_eq!(status, 200, "{p} is reachable: its blob stays");
+        } else {
+            assert_eq!(status, 404, "{p} was removed: its blob is gone");
+        }
+    }
+    // One fragment holds what is left.
+    let mut reader = IndexReader::new(client(&store));
+    rt().block_on(reader.refresh()).unwrap();
+    assert_eq!(reader.fragments().count(), 1);
+    // And what is left still substitutes: the kept NARs are all there.
+    assert_eq!(materialize(&store, &env.path("after-gc")), 2);
+}
+
+#[test]
+fn token_auth_push_and_token_refresh() {
+    let env = NixEnv::new();
+    // docker-registry accepts a token up to 60 s after its `exp`: a token
+    // that expired 54 s ago is good for 6 s more. The client is told 300 s,
+    // so only a refresh on the registry's 401 gets it past that.
+    let tokens = TokenServer::start(-54, 300);
+    let registry = Registry::start(Auth::Token {
+        realm: tokens.realm(),
+        cert: tokens.cert.clone(),
+    });
+    let store = registry.store("tokens/cache");
+    let path = small_closure(&env, "token");
+    let out = run_ok(push_cmd(&env, &store).arg("--no-skip").arg(&path));
+    assert_eq!(uploaded(&out), 2, "{}", stdout_str(&out));
+    assert!(tokens.issued() >= 1);
+    assert_eq!(indexed_paths(&store).len(), 2);
+
+    let c = client(&store);
+    rt().block_on(async {
+        assert_eq!(c.list_tags().await.unwrap().len(), 1);
+        let before = c
+            .stats()
+            .tokens_fetched
+            .load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+        assert_eq!(
+            c.list_tags().await.unwrap().len(),
+            1,
+            "a 401 with an expired token fetches a new one"
+        );
+        assert_eq!(
+            c.stats()
+                .tokens_fetched
+                .load(std::sync::atomic::Ordering::SeqCst),
+            before + 1
+        );
+    });
+
+    // Wrong credentials: a clear error, and the password is nowhere in it.
+    let out = run_fails(
+        env.cmd(env!("CARGO_BIN_EXE_narbor"))
+            .args(["push", "--no-skip", "--to", &store])
+            .arg(&path)
+            .env("NARBOR_REGISTRY_USERNAME", USER)
+            .env("NARBOR_REGISTRY_PASSWORD", "wrong-password-xyz"),
+    );
+    let err = stderr_str(&out);
+    assert!(err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains("wrong-password-xyz"), "{err}");
+}
+
+#[test]
+fn a_cache_in_nixcache_oci_format_is_read() {
+    let registry = Registry::start(Auth::Htpasswd);
+    let repo = "legacy/nix-cache";
+    let nar = crate::serve::pseudo_random(100_000, 7);
+    let nar_digest = registry.put_blob(repo, &nar);
+    let key = narbor_proto::SecretKey::from_seed("legacy-1", [7; 32]).unwrap();
+    let path = StorePath::from_base_name("0123456789abcdfghijklmnpqrsvwxyz-legacy-thing").unwrap();
+    let nar_hash = narbor_proto::Sha256::digest(&nar);
+    let mut info = NarInfo::new(
+        path.clone(),
+        format!("nar/{}.nar", nar_hash.to_nix32()),
+        nar_hash,
+        nar.len() as u64,
+    );
+    info.sign(&key);
+    let index = serde_json::json!({
+        "version": 1,
+        "entries": { path.hash().to_string(): { "narinfo": info.to_string(), "nar_digest": nar_digest, "nar_size": nar.len() } }
+    })
+    .to_string();
+    let index_digest = registry.put_blob(repo, index.as_bytes());
+    let config_digest = registry.put_blob(repo, b"{}");
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 2 },
+        "layers": [ { "mediaType": "application/vnd.nix.cache.index.v1+json", "digest": index_digest, "size": index.len() } ]
+    })
+    .to_string();
+    registry.put_manifest(
+        repo,
+        "cache-index",
+        "application/vnd.oci.image.manifest.v1+json",
+        &manifest,
+    );
+
+    let store = registry.store(repo);
+    let c = client(&store);
+    let mut reader = IndexReader::new(Arc::clone(&c));
+    rt().block_on(async {
+        let stats = reader.refresh().await.unwrap();
+        assert_eq!((stats.fetched, stats.entries), (1, 1));
+        let index = reader.index();
+        let e = index.get(path.hash()).expect("legacy entry");
+        assert_eq!(&*e.narinfo, info.to_string());
+        let blob = index
+            .nar_blob(&format!("/{}", info.url))
+            .expect("the legacy URL maps to its blob");
+        assert_eq!(blob.digest.to_string(), nar_digest);
+        assert_eq!(
+            &c.get_blob_bytes(&blob.digest, 1 << 20).await.unwrap()[..],
+            &nar[..]
+        );
+        // Unchanged: the refresh costs the tag list and one HEAD, fetches nothing.
+        let stats = reader.refresh().await.unwrap();
+        assert_eq!((stats.fetched, stats.changed), (0, false));
+    });
+
+    // gc migrates it: the entry moves into a narbor fragment that references
+    // its NAR blob, and the cache-index manifest is gone.
+    let out = run_ok(
+        gc_cmd(&store)
+            .arg("--root")
+            .arg(path.to_absolute_path())
+            .args(["--retention", "0s"]),
+    );
+    assert!(
+        stdout_str(&out).contains("keep 1, remove 0"),
+        "{}",
+        stdout_str(&out)
+    );
+    let mut reader = IndexReader::new(Arc::clone(&c));
+    rt().block_on(async {
+        reader.refresh().await.unwrap();
+        let fragments: Vec<_> = reader.fragments().collect();
+        assert_eq!(fragments.len(), 1);
+        assert!(!fragments[0].legacy);
+        assert!(fragments[0]
+            .manifest
+            .layers
+            .iter()
+            .any(|l| l.digest.to_string() == nar_digest));
+        assert_eq!(
+            &*reader.index().get(path.hash()).unwrap().narinfo,
+            info.to_string()
+        );
+        assert!(c.get_manifest("cache-index").await.unwrap().is_none());
+    });
+    assert_eq!(
+        registry.head_status(&format!("/v2/{repo}/blobs/{nar_digest}")),
+        200
+    );
+}
+
+#[test]
+fn upstream_paths_are_skipped_and_an_unreachable_upstream_only_warns() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("skips");
+    let top = small_closure(&env, "skip");
+    let all = closure(&env, &top);
+    let leaf = all.iter().find(|p| p.ends_with("-leaf")).unwrap().clone();
+    // A local upstream that has the leaf's narinfo.
+    let dir = env.path("upstream");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = &Path::new(&leaf).file_name().unwrap().to_string_lossy()[..32];
+    std::fs::write(dir.join(format!("{hash}.narinfo")), "StorePath: x\n").unwrap();
+    let upstream = crate::upstream::Upstream::start(dir);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+
+    // Paths come from standard input.
+    let mut cmd = push_cmd(&env, &store);
+    cmd.args([
+        "--skip-upstream",
+        &dead,
+        "--skip-upstream",
+        &upstream.url(),
+        "-",
+    ]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{}", top.display()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    assert!(
+        stdout_str(&out).contains("1 skipped as upstream"),
+        "{}",
+        stdout_str(&out)
+    );
+    assert!(
+        stderr_str(&out).contains("unreachable"),
+        "the dead upstream is named: {}",
+        stderr_str(&out)
+    );
+    assert_eq!(indexed_paths(&store), vec![top.display().to_string()]);
+    assert!(upstream.requests(&format!("{hash}.narinfo")) >= 1);
+}
+
+#[test]
+fn gc_racing_a_push_loses_nothing_the_push_published() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("race");
+    // Two leaves with the same bytes under different names: one NAR blob.
+    // gc removes the old one's entry and deletes that blob while the push
+    // of the new one finds it present (HEAD) and does not upload it.
+    let closure_with = |tag: &str| {
+        let leaf = env.build(
+            &format!("narbor-race-{tag}-leaf"),
+            "echo the same bytes > $out",
+            &[],
+        );
+        env.build(
+            &format!("narbor-race-{tag}"),
+            "/bin/mkdir $out; /bin/ln -s $ref0 $out/leaf",
+            &[&leaf],
+        )
+    };
+    let old = closure_with("old");
+    let new = closure_with("new");
+    for round in 0..3 {
+        let store = format!("{store}{round}");
+        run_ok(push_cmd(&env, &store).arg("--no-skip").arg(&old));
+        let push = push_cmd(&env, &store)
+            .arg("--no-skip")
+            .arg(&new)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let gc = gc_cmd(&store)
+            .arg("--root")
+            .arg(&new)
+            .args(["--retention", "0s"])
+            .output()
+            .unwrap();
+        let push = push.wait_with_output().unwrap();
+        assert!(gc.status.success(), "{}", stderr_str(&gc));
+        assert!(push.status.success(), "{}", stderr_str(&push));
+        let listed = indexed_paths(&store);
+        for p in closure(&env, &new) {
+            assert!(
+                listed.contains(&p),
+                "{p} was pushed and must be listed: {listed:?}"
+            );
+        }
+        // Every listed path's blob is there.
+        assert_eq!(
+            materialize(&store, &env.path(&format!("after-race-{round}"))),
+            listed.len()
+        );
+    }
+}
