@@ -16,6 +16,7 @@ mod digest;
 mod error;
 mod format;
 mod index;
+mod ops;
 mod reference;
 mod time;
 mod upload;

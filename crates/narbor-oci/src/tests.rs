@@ -171,3 +171,19 @@ fn basic_auth_without_credentials_names_the_variables() {
     let err = rt().block_on(c.list_tags()).unwrap_err().to_string();
     assert!(err.contains("NARBOR_REGISTRY_USERNAME"), "{err}");
 }
+
+/// `serve --oci` refreshes in a spawned task and streams blobs from handlers:
+/// the futures must be `Send` and the reader and index shareable.
+#[test]
+fn reader_and_client_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<crate::IndexReader>();
+    send_sync::<crate::CacheIndex>();
+    send_sync::<RegistryClient>();
+    let c = Arc::new(fast_client("127.0.0.1:9".parse().unwrap(), None));
+    let mut reader = crate::IndexReader::new(Arc::clone(&c));
+    send(&reader.refresh());
+    let d = Digest::of(b"");
+    send(&c.get_blob(&d, Some("bytes=0-")));
+}
