@@ -8,10 +8,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use narbor_proto::{PublicKey, SecretKey};
+use narbor_server::{Tls, TlsFiles};
 use serde::Deserialize;
 
 use crate::cli::units::{parse_duration, parse_size};
@@ -89,6 +91,18 @@ pub struct ServeOptions {
     /// The log filter, e.g. `info` or `narbor=debug` [default: info; RUST_LOG wins].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// A PEM certificate chain: serve HTTPS on every --listen address (needs --tls-key).
+    /// Reloaded when the files change or on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "NARBOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", env = "NARBOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A plain-HTTP address that answers every request with a redirect to HTTPS
+    /// (repeatable; needs --tls-cert).
+    #[arg(long = "http-redirect-listen", value_name = "ADDR:PORT")]
+    #[serde(default)]
+    pub http_redirect_listen: Vec<SocketAddr>,
 }
 
 /// `serve`'s settings with every default applied and every value checked.
@@ -105,6 +119,9 @@ pub struct ServeSettings {
     pub trusted_keys: Vec<PublicKey>,
     pub sign_key: Option<SecretKey>,
     pub log: String,
+    /// HTTPS on every `listen` address, certificate loaded.
+    pub tls: Option<Arc<Tls>>,
+    pub http_redirect_listen: Vec<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -138,6 +155,9 @@ impl ServeOptions {
             trusted_keys: list(self.trusted_keys, file.trusted_keys),
             sign_key_file: self.sign_key_file.or(file.sign_key_file),
             log: self.log.or(file.log),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            http_redirect_listen: list(self.http_redirect_listen, file.http_redirect_listen),
         }
     }
 
@@ -176,6 +196,16 @@ impl ServeOptions {
             Some(path) => Some(load_secret_key(path)?),
             None => None,
         };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                Tls::load(TlsFiles { cert, key }).context("tls-cert/tls-key")?,
+            )),
+            (None, None) => None,
+            _ => bail!("tls-cert and tls-key go together: give both or neither"),
+        };
+        if tls.is_none() && !self.http_redirect_listen.is_empty() {
+            bail!("http-redirect-listen redirects to HTTPS: it needs tls-cert and tls-key");
+        }
         let cache_dir = match self.cache_dir {
             Some(d) => d,
             None => default_cache_dir()?,
@@ -196,6 +226,8 @@ impl ServeOptions {
             trusted_keys,
             sign_key,
             log: self.log.unwrap_or_else(|| "info".to_owned()),
+            tls,
+            http_redirect_listen: self.http_redirect_listen,
         })
     }
 }
@@ -350,5 +382,25 @@ mod tests {
         assert!(err.to_string().contains("contradict"));
         let s = parse("no-upstream = true").unwrap().resolve().unwrap();
         assert!(s.upstreams.is_empty());
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together_and_redirects_need_them() {
+        for text in ["tls-cert = \"/c.pem\"", "tls-key = \"/k.pem\""] {
+            let err = parse(text).unwrap().resolve().unwrap_err().to_string();
+            assert!(err.contains("give both or neither"), "{err}");
+        }
+        let err = parse("http-redirect-listen = [\"127.0.0.1:80\"]")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs tls-cert"), "{err}");
+        let err = parse("tls-cert = \"/nonexistent/c.pem\"\ntls-key = \"/nonexistent/k.pem\"")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
     }
 }

@@ -31,5 +31,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(key) = &settings.sign_key {
         println!("  signing as    {}", key.public_key());
     }
+    if let Some(tls) = &settings.tls {
+        println!(
+            "  https         {} (certificate and key load)",
+            tls.files().cert.display()
+        );
+        let redirect: Vec<String> = settings
+            .http_redirect_listen
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !redirect.is_empty() {
+            println!("  redirects     {}", redirect.join(" "));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,13 @@
 //! `narbor serve`: the pull-through cache.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use narbor_server::{Server, ServerConfig, UpstreamOptions};
+use narbor_server::{Protocol, Server, ServerConfig, Tls, UpstreamOptions};
 use narbor_store::{DiskStore, StoreConfig};
 
 use crate::config::{ServeOptions, ServeSettings};
@@ -43,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
     let store = Arc::new(store);
     let listen = settings.listen.clone();
+    let (tls, redirect_listen) = (settings.tls.clone(), settings.http_redirect_listen.clone());
     let inactive = settings.inactive;
     let config = ServerConfig {
         upstreams: settings.upstreams,
@@ -63,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let listeners = narbor_server::bind_all(&listen)
             .await
             .map_err(|(addr, e)| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let listeners = with_protocols(listeners, tls.as_ref(), &listen, &redirect_listen).await?;
         let server =
             Server::new(config, Arc::clone(&store)).context("setting up the upstream client")?;
         let stats = store.stats();
@@ -76,8 +79,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "narbor serving"
         );
         let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
-        narbor_server::serve(server, listeners, shutdown_signal()).await;
+        // SIGHUP's handler is in place before the first connection is accepted.
+        let tls_upkeep = tls.map(|tls| {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            tokio::spawn(watch_tls(tls, hup))
+        });
+        narbor_server::serve_each(server, listeners, shutdown_signal()).await;
         maintenance.abort();
+        if let Some(task) = tls_upkeep {
+            task.abort();
+        }
         let store2 = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store2.flush_access_times())
             .await
@@ -87,6 +98,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the certificate files are checked for changes.
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// The listeners with what each speaks: HTTPS on `listen` when TLS is set up,
+/// plus the plain-HTTP redirect listeners (bound here) pointing at the first.
+async fn with_protocols(
+    listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<&Arc<Tls>>,
+    listen: &[SocketAddr],
+    redirect_listen: &[SocketAddr],
+) -> anyhow::Result<Vec<(tokio::net::TcpListener, Protocol)>> {
+    let Some(tls) = tls else {
+        return Ok(listeners.into_iter().map(|l| (l, Protocol::Http)).collect());
+    };
+    let https_port = listen.first().map_or(443, SocketAddr::port);
+    let mut all: Vec<_> = listeners
+        .into_iter()
+        .map(|l| (l, Protocol::Https(Arc::clone(tls))))
+        .collect();
+    let redirects = narbor_server::bind_all(redirect_listen)
+        .await
+        .map_err(|(addr, e)| {
+            anyhow::anyhow!("cannot listen on {addr} (http-redirect-listen): {e}")
+        })?;
+    all.extend(
+        redirects
+            .into_iter()
+            .map(|l| (l, Protocol::RedirectToHttps { https_port })),
+    );
+    tracing::info!(
+        cert = %tls.files().cert.display(),
+        redirect_listen = ?redirect_listen,
+        "serving HTTPS"
+    );
+    Ok(all)
+}
+
+/// Reloads the certificate when its files change or on SIGHUP.
+async fn watch_tls(tls: Arc<Tls>, hup: std::io::Result<tokio::signal::unix::Signal>) {
+    let on_hup = async {
+        match hup {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    let tls = Arc::clone(&tls);
+                    let _ = tokio::task::spawn_blocking(move || tls.reload_and_log("SIGHUP")).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, reloading on file changes only: {e}")
+            }
+        }
+    };
+    tokio::join!(Arc::clone(&tls).watch(TLS_POLL), on_hup);
 }
 
 /// How often upkeep runs: often enough that `--inactive` is honoured within a
