@@ -37,7 +37,7 @@ enum Command {
     CheckConfig(check_config::Args),
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::Narinfo(cmd) => narinfo::run(cmd),
         Command::Nar(cmd) => nar::run(cmd),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::CheckConfig(args) => check_config::run(args),
     }
 }
