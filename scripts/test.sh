@@ -16,6 +16,7 @@ required=(
   "skopeo:skopeo"
   "curl:curl"
   "zstd:zstd"
+  "openssl:openssl"
 )
 missing=()
 for pair in "${required[@]}"; do

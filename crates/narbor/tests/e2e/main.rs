@@ -10,4 +10,5 @@ mod layering;
 mod protocol;
 mod serve;
 mod support;
+mod tls;
 mod upstream;

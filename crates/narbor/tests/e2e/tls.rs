@@ -1,0 +1,582 @@
+//! `narbor serve --tls-cert --tls-key`: HTTPS with certificates from a test CA
+//! made by the `openssl` CLI; the real Nix client substituting over it; HTTP/2
+//! by ALPN; certificate reload (file change, SIGHUP, broken files) while a
+//! download runs; the plain-HTTP redirect listener.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use narbor_proto::Sha256;
+
+use crate::serve::{pseudo_random, put_nar};
+use crate::support::*;
+use crate::upstream::Upstream;
+
+/// A certificate authority: its certificate and key files.
+struct Ca {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// How a server key file is written.
+#[derive(Clone, Copy)]
+enum KeyKind {
+    /// EC P-256, `BEGIN PRIVATE KEY` (PKCS#8).
+    Pkcs8,
+    /// EC P-256, `BEGIN EC PRIVATE KEY` (SEC1).
+    Sec1,
+    /// RSA 2048, `BEGIN RSA PRIVATE KEY` (PKCS#1).
+    Rsa,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run_ok(Command::new("openssl").current_dir(dir).args(args));
+}
+
+fn make_ca(dir: &Path, name: &str) -> Ca {
+    let (cert, key) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    Ca {
+        cert: dir.join(cert),
+        key: dir.join(key),
+    }
+}
+
+/// A server certificate for 127.0.0.1 and localhost with subject `CN=cn`,
+/// signed by `ca`. Returns (certificate, key) paths.
+fn issue(dir: &Path, ca: &Ca, cn: &str, kind: KeyKind) -> (PathBuf, PathBuf) {
+    let (cert, key, csr, ext) = (
+        format!("{cn}.pem"),
+        format!("{cn}.key"),
+        format!("{cn}.csr"),
+        format!("{cn}.ext"),
+    );
+    let newkey: &[&str] = match kind {
+        KeyKind::Rsa => &["-newkey", "rsa:2048"],
+        _ => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    };
+    let subj = format!("/CN={cn}");
+    let mut args = vec!["req"];
+    args.extend_from_slice(newkey);
+    args.extend_from_slice(&["-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj]);
+    openssl(dir, &args);
+    let converted = format!("{cn}.converted");
+    match kind {
+        KeyKind::Pkcs8 => {}
+        KeyKind::Sec1 => openssl(dir, &["ec", "-in", &key, "-out", &converted]),
+        KeyKind::Rsa => openssl(
+            dir,
+            &["rsa", "-traditional", "-in", &key, "-out", &converted],
+        ),
+    }
+    if !matches!(kind, KeyKind::Pkcs8) {
+        std::fs::rename(dir.join(&converted), dir.join(&key)).unwrap();
+    }
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let (ca_cert, ca_key) = (
+        ca.cert.to_string_lossy().into_owned(),
+        ca.key.to_string_lossy().into_owned(),
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            "1",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
+    let key_text = std::fs::read_to_string(dir.join(&key)).unwrap();
+    let want = match kind {
+        KeyKind::Pkcs8 => "-----BEGIN PRIVATE KEY-----",
+        KeyKind::Sec1 => "-----BEGIN EC PRIVATE KEY-----",
+        KeyKind::Rsa => "-----BEGIN RSA PRIVATE KEY-----",
+    };
+    assert!(key_text.starts_with(want), "{key} is not {want}");
+    (dir.join(cert), dir.join(key))
+}
+
+/// A running `narbor serve` with HTTPS on 127.0.0.1, killed when dropped.
+struct TlsNarbor {
+    addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl TlsNarbor {
+    /// Starts narbor with `--tls-cert cert --tls-key key ARGS...` and waits
+    /// until it accepts connections.
+    fn start(dir: &Path, cert: &Path, key: &Path, args: &[&str]) -> TlsNarbor {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = dir.join(format!("narbor-{}.log", addr.port()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = narbor()
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .args(args)
+            .env("RUST_LOG", "narbor=debug,info")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start narbor serve");
+        let mut server = TlsNarbor { addr, child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("narbor serve exited with {status}:\n{}", server.log_text());
+            }
+            assert!(Instant::now() < deadline, "narbor did not start");
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn sighup(&self) {
+        run_ok(Command::new("kill").args(["-HUP", &self.child.id().to_string()]));
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("narbor exited with {status}:\n{}", self.log_text());
+        }
+    }
+
+    fn log_count(&self, text: &str) -> usize {
+        self.log_text().matches(text).count()
+    }
+
+    /// Waits until the log has `n` lines containing `text`.
+    fn wait_for_log(&self, text: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.log_text().matches(text).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "no {n}x {text:?} in the log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TlsNarbor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// curl over HTTPS trusting only `ca`.
+fn curl(ca: &Path) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "120", "--cacert"]).arg(ca);
+    cmd
+}
+
+/// The subject of the certificate a new connection to `addr` is shown.
+fn served_subject(addr: SocketAddr) -> String {
+    let out = run_ok(
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                "localhost",
+            ])
+            .stdin(Stdio::null()),
+    );
+    stdout_str(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("subject="))
+        .unwrap_or_else(|| panic!("no subject in s_client's output:\n{}", stdout_str(&out)))
+        .trim()
+        .to_owned()
+}
+
+/// Waits until new connections are shown a certificate with subject `CN = cn`.
+fn wait_for_subject(addr: SocketAddr, cn: &str) {
+    let want = format!("CN = {cn}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = served_subject(addr);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still served {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Replaces `dst` by `src`'s bytes the way deployment tools do: write a new
+/// file beside it, rename it over.
+fn replace(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("new");
+    std::fs::copy(src, &tmp).unwrap();
+    std::fs::rename(&tmp, dst).unwrap();
+}
+
+#[test]
+fn nix_substitutes_over_https_with_the_test_ca() {
+    let env = NixEnv::new();
+    let leaf = env.build(
+        "narbor-tls-leaf",
+        "/usr/bin/head -c 3145728 /dev/urandom > $out",
+        &[],
+    );
+    let top = env.build(
+        "narbor-tls-top",
+        "/bin/mkdir $out; echo $ref0 > $out/ref; /bin/ln -s $ref0 $out/leaf",
+        &[&leaf],
+    );
+    let (sk, pk) = (env.path("up.sk"), env.path("up.pk"));
+    run_ok(
+        env.cmd("nix-store")
+            .args(["--generate-binary-cache-key", "tls-test-1"])
+            .arg(&sk)
+            .arg(&pk),
+    );
+    let public = std::fs::read_to_string(&pk).unwrap();
+    let cache = env.path("upstream-cache");
+    run_ok(
+        env.cmd("nix")
+            .args(["copy", "--to"])
+            .arg(format!(
+                "file://{}?compression=zstd&secret-key={}",
+                cache.display(),
+                sk.display()
+            ))
+            .arg(&top),
+    );
+    let upstream = Upstream::start(cache);
+    let pki = env.path("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = make_ca(&pki, "nix");
+    let (cert, key) = issue(&pki, &ca, "narbor-nix", KeyKind::Sec1);
+    let narbor = TlsNarbor::start(&pki, &cert, &key, &["--upstream", &upstream.url()]);
+
+    let root = env.path("fresh");
+    let store = format!("local?root={}", root.display());
+    run_ok(
+        env.cmd("nix")
+            .env("NIX_SSL_CERT_FILE", &ca.cert)
+            .args(["copy", "--from", &narbor.url(), "--to", &store])
+            .args(["--option", "trusted-public-keys", &public])
+            .arg(&top),
+    );
+    let out = run_ok(
+        env.cmd("nix")
+            .args(["path-info", "--recursive", "--store", &store])
+            .arg(&top),
+    );
+    let mut got: Vec<String> = stdout_str(&out).lines().map(str::to_owned).collect();
+    got.sort();
+    let mut want = vec![leaf.display().to_string(), top.display().to_string()];
+    want.sort();
+    assert_eq!(got, want, "the whole closure arrived over HTTPS");
+    run_ok(
+        env.cmd("nix")
+            .args(["store", "verify", "--recursive", "--sigs-needed", "1"])
+            .args(["--store", &store])
+            .args(["--option", "trusted-public-keys", &public])
+            .arg(&top),
+    );
+    assert!(
+        upstream.total_requests() >= 4,
+        "narbor fetched from upstream"
+    );
+
+    // Without the test CA, Nix refuses the certificate: the check is real.
+    let other = env.path("untrusted");
+    let out = run_fails(
+        env.cmd("nix")
+            .env("NIX_SSL_CERT_FILE", &make_ca(&pki, "stranger").cert)
+            .args(["copy", "--from", &narbor.url(), "--to"])
+            .arg(format!("local?root={}", other.display()))
+            .args(["--option", "trusted-public-keys", &public])
+            .arg(&top),
+    );
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("SSL") || err.contains("certificate"),
+        "Nix failed for the certificate: {err}"
+    );
+}
+
+#[test]
+fn http2_is_negotiated_by_alpn_and_http1_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca(dir.path(), "alpn");
+    let (cert, key) = issue(dir.path(), &ca, "narbor-alpn", KeyKind::Pkcs8);
+    let narbor = TlsNarbor::start(dir.path(), &cert, &key, &["--no-upstream"]);
+    let fmt = "%{http_version} %{http_code}";
+    let url = format!("{}/nix-cache-info", narbor.url());
+    let out = run_ok(curl(&ca.cert).args(["--http2", "-o", "/dev/null", "-w", fmt, &url]));
+    assert_eq!(stdout_str(&out), "2 200");
+    let out = run_ok(curl(&ca.cert).args(["--http1.1", "-o", "/dev/null", "-w", fmt, &url]));
+    assert_eq!(stdout_str(&out), "1.1 200");
+    let host_url = format!("https://localhost:{}/health", narbor.addr.port());
+    let out = run_ok(curl(&ca.cert).arg(&host_url));
+    assert_eq!(stdout_str(&out), "ok\n", "the DNS name in the certificate");
+    // Plain HTTP on the HTTPS port gets no answer, and a stranger CA fails.
+    let out = run_fails(
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}/health", narbor.addr)),
+    );
+    assert!(!stdout_str(&out).contains("ok"));
+    let stranger = make_ca(dir.path(), "stranger");
+    let out = run_fails(curl(&stranger.cert).arg(&url));
+    assert_eq!(out.status.code(), Some(60), "curl's certificate error");
+}
+
+#[test]
+fn certificates_reload_on_change_and_sighup_without_dropping_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca_a, ca_b, ca_c) = (make_ca(d, "a"), make_ca(d, "b"), make_ca(d, "c"));
+    let (cert_a, key_a) = issue(d, &ca_a, "narbor-a", KeyKind::Pkcs8);
+    let (cert_b, key_b) = issue(d, &ca_b, "narbor-b", KeyKind::Rsa);
+    let (cert_c, key_c) = issue(d, &ca_c, "narbor-c", KeyKind::Sec1);
+    let (cert, key) = (d.join("live.pem"), d.join("live.key"));
+    replace(&cert_a, &cert);
+    replace(&key_a, &key);
+
+    let root = d.join("up");
+    let nar = pseudo_random(12 * 1024 * 1024, 77);
+    let nar_key = put_nar(&root, &nar);
+    let upstream = Upstream::start(root);
+    upstream.set_rate(1024 * 1024);
+    let mut narbor = TlsNarbor::start(d, &cert, &key, &["--upstream", &upstream.url()]);
+    assert_eq!(served_subject(narbor.addr), "CN = narbor-a");
+
+    // A slow download on a connection made with certificate A.
+    let got = d.join("download.nar");
+    let mut download = curl(&ca_a.cert)
+        .arg("-o")
+        .arg(&got)
+        .arg(format!("{}/{nar_key}", narbor.url()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&got).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The files change (an RSA key this time): new connections see B.
+    let (reloaded, failed) = (
+        "certificate files changed: reloaded",
+        "certificate files changed: TLS reload failed",
+    );
+    let n = narbor.log_count(reloaded);
+    replace(&cert_b, &cert);
+    replace(&key_b, &key);
+    wait_for_subject(narbor.addr, "narbor-b");
+    narbor.wait_for_log(reloaded, n + 1);
+    let out = run_ok(curl(&ca_b.cert).arg(format!("{}/health", narbor.url())));
+    assert_eq!(stdout_str(&out), "ok\n");
+    assert!(
+        download.try_wait().unwrap().is_none(),
+        "the download was still running when certificate B was in use"
+    );
+    let status = download.wait().unwrap();
+    assert!(
+        status.success(),
+        "the download on the old connection failed"
+    );
+    let bytes = std::fs::read(&got).unwrap();
+    assert!(
+        bytes.len() == nar.len() && Sha256::digest(&bytes) == Sha256::digest(&nar),
+        "the download arrived intact"
+    );
+    upstream.set_rate(0);
+
+    // A broken replacement (C's certificate with B's key, then garbage) keeps B.
+    let n = narbor.log_count(failed);
+    replace(&cert_c, &cert);
+    narbor.wait_for_log(failed, n + 1);
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot base64\n").unwrap();
+    narbor.wait_for_log(failed, n + 2);
+    narbor.sighup();
+    narbor.wait_for_log("SIGHUP: TLS reload failed", 1);
+    narbor.assert_running();
+    assert_eq!(served_subject(narbor.addr), "CN = narbor-b");
+    let out = run_ok(curl(&ca_b.cert).arg(format!("{}/health", narbor.url())));
+    assert_eq!(stdout_str(&out), "ok\n", "still serving with B");
+
+    // The right key arrives: C is served. SIGHUP reloads too (and does not
+    // stop narbor, SIGHUP's default).
+    replace(&key_c, &key);
+    wait_for_subject(narbor.addr, "narbor-c");
+    replace(&cert_a, &cert);
+    replace(&key_a, &key);
+    narbor.sighup();
+    narbor.wait_for_log("SIGHUP: reloaded the TLS certificate", 1);
+    narbor.assert_running();
+    wait_for_subject(narbor.addr, "narbor-a");
+    let out = run_ok(curl(&ca_a.cert).arg(format!("{}/health", narbor.url())));
+    assert_eq!(stdout_str(&out), "ok\n");
+}
+
+#[test]
+fn the_redirect_listener_sends_every_request_to_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca(dir.path(), "redirect");
+    let (cert, key) = issue(dir.path(), &ca, "narbor-redirect", KeyKind::Pkcs8);
+    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let narbor = TlsNarbor::start(
+        dir.path(),
+        &cert,
+        &key,
+        &[
+            "--no-upstream",
+            "--http-redirect-listen",
+            &plain.to_string(),
+        ],
+    );
+    let port = narbor.addr.port();
+    let ask = |host: &str, path: &str| {
+        let out = run_ok(
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{redirect_url}",
+                ])
+                .args(["-H", &format!("Host: {host}")])
+                .arg(format!("http://{plain}{path}")),
+        );
+        stdout_str(&out)
+    };
+    assert_eq!(
+        ask(&plain.to_string(), "/nix-cache-info?x=1"),
+        format!("308 https://127.0.0.1:{port}/nix-cache-info?x=1")
+    );
+    assert_eq!(
+        ask("localhost", "/nar/abc.nar"),
+        format!("308 https://localhost:{port}/nar/abc.nar")
+    );
+    for evil in ["evil.example/x", "a@b", "a b", "x:1:2", "[zz]", "é"] {
+        assert_eq!(ask(evil, "/"), "400 ", "Host: {evil}");
+    }
+    // curl follows the redirect to HTTPS and gets the cache.
+    let out = run_ok(
+        curl(&ca.cert)
+            .args(["-L", "-w", "%{url_effective}"])
+            .arg(format!("http://localhost:{}/nix-cache-info", plain.port())),
+    );
+    let text = stdout_str(&out);
+    assert!(text.starts_with("StoreDir: /nix/store"), "{text}");
+    assert!(
+        text.ends_with(&format!("https://localhost:{port}/nix-cache-info")),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_tls_settings_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = make_ca(d, "bad");
+    let (cert, _) = issue(d, &ca, "narbor-one", KeyKind::Pkcs8);
+    let (_, other_key) = issue(d, &ca, "narbor-two", KeyKind::Pkcs8);
+    let serve = |args: &[&std::ffi::OsStr]| {
+        let out = run_fails(
+            narbor()
+                .args(["serve", "--no-upstream", "--cache-dir"])
+                .arg(d.join("cache"))
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .args(args),
+        );
+        assert_eq!(out.status.code(), Some(2));
+        stderr_str(&out)
+    };
+    let err = serve(&["--tls-cert".as_ref(), cert.as_os_str()]);
+    assert!(err.contains("give both or neither"), "{err}");
+    let err = serve(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        other_key.as_os_str(),
+    ]);
+    assert!(err.contains("do not go together"), "{err}");
+    let err = serve(&[
+        "--tls-cert".as_ref(),
+        other_key.as_os_str(),
+        "--tls-key".as_ref(),
+        other_key.as_os_str(),
+    ]);
+    assert!(err.contains("no certificate"), "{err}");
+    let err = serve(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        cert.as_os_str(),
+    ]);
+    assert!(err.contains("no private key"), "{err}");
+    let err = serve(&["--http-redirect-listen".as_ref(), "127.0.0.1:1".as_ref()]);
+    assert!(err.contains("needs tls-cert"), "{err}");
+}
