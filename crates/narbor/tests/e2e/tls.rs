@@ -579,4 +579,33 @@ fn bad_tls_settings_are_clear_errors() {
     assert!(err.contains("no private key"), "{err}");
     let err = serve(&["--http-redirect-listen".as_ref(), "127.0.0.1:1".as_ref()]);
     assert!(err.contains("needs tls-cert"), "{err}");
+
+    // check-config loads the files too.
+    let key = d.join("narbor-one.key");
+    let config = d.join("narbor.toml");
+    let write = |key: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "tls-cert = {:?}\ntls-key = {:?}\nhttp-redirect-listen = [\"127.0.0.1:8080\"]\n",
+                cert.display().to_string(),
+                key.display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    write(&key);
+    let out = run_ok(narbor().arg("check-config").arg(&config));
+    let text = stdout_str(&out);
+    assert!(
+        text.contains("https") && text.contains("127.0.0.1:8080"),
+        "{text}"
+    );
+    write(&other_key);
+    let out = run_fails(narbor().arg("check-config").arg(&config));
+    assert!(
+        stderr_str(&out).contains("do not go together"),
+        "{}",
+        stderr_str(&out)
+    );
 }
