@@ -80,15 +80,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
         // SIGHUP's handler is in place before the first connection is accepted.
-        let tls_upkeep = tls.map(|tls| {
-            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-            tokio::spawn(watch_tls(tls, hup))
-        });
+        // Without TLS, SIGHUP is logged and ignored rather than killing narbor.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let tls_upkeep = tokio::spawn(watch_tls(tls, hup));
         narbor_server::serve_each(server, listeners, shutdown_signal()).await;
         maintenance.abort();
-        if let Some(task) = tls_upkeep {
-            task.abort();
-        }
+        tls_upkeep.abort();
         let store2 = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store2.flush_access_times())
             .await
@@ -138,12 +135,15 @@ async fn with_protocols(
 }
 
 /// Reloads the certificate when its files change or on SIGHUP.
-async fn watch_tls(tls: Arc<Tls>, hup: std::io::Result<tokio::signal::unix::Signal>) {
+async fn watch_tls(tls: Option<Arc<Tls>>, hup: std::io::Result<tokio::signal::unix::Signal>) {
     let on_hup = async {
         match hup {
             Ok(mut hup) => {
                 while hup.recv().await.is_some() {
-                    let tls = Arc::clone(&tls);
+                    let Some(tls) = tls.clone() else {
+                        tracing::info!("SIGHUP: nothing to reload (no TLS)");
+                        continue;
+                    };
                     let _ = tokio::task::spawn_blocking(move || tls.reload_and_log("SIGHUP")).await;
                 }
             }
@@ -152,7 +152,12 @@ async fn watch_tls(tls: Arc<Tls>, hup: std::io::Result<tokio::signal::unix::Sign
             }
         }
     };
-    tokio::join!(Arc::clone(&tls).watch(TLS_POLL), on_hup);
+    let poll = async {
+        if let Some(tls) = tls.clone() {
+            tls.watch(TLS_POLL).await;
+        }
+    };
+    tokio::join!(poll, on_hup);
 }
 
 /// How often upkeep runs: often enough that `--inactive` is honoured within a

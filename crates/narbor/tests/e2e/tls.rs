@@ -609,3 +609,34 @@ fn bad_tls_settings_are_clear_errors() {
         stderr_str(&out)
     );
 }
+
+#[test]
+fn sighup_without_tls_is_logged_and_does_not_stop_narbor() {
+    let dir = tempfile::tempdir().unwrap();
+    let narbor = NarborServer::start(&dir.path().join("cache"), &["--no-upstream"]);
+    // The process listening there, found by its command line.
+    let listen = narbor.addr.to_string();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.get(1) == Some(&&b"serve"[..])
+                    && args
+                        .windows(2)
+                        .any(|w| w == [&b"--listen"[..], listen.as_bytes()])
+            })
+        })
+        .expect("narbor's process")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    run_ok(Command::new("kill").args(["-HUP", &pid]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !narbor.log_text().contains("SIGHUP: nothing to reload") {
+        assert!(Instant::now() < deadline, "{}", narbor.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(narbor.get("/health").status, 200, "still serving");
+}
