@@ -146,6 +146,8 @@ fn certificates_reload_on_change_and_sighup_without_dropping_a_download() {
     let root = d.join("up");
     let nar = pseudo_random(12 * 1024 * 1024, 77);
     let nar_key = put_nar(&root, &nar);
+    let last = pseudo_random(3 * 1024 * 1024, 78);
+    let last_key = put_nar(&root, &last);
     let upstream = Upstream::start(root);
     upstream.set_rate(1024 * 1024);
     let mut narbor = TlsNarbor::start(d, &cert, &key, &["--upstream", &upstream.url()]);
@@ -218,6 +220,29 @@ fn certificates_reload_on_change_and_sighup_without_dropping_a_download() {
     wait_for_subject(narbor.addr, "narbor-a");
     let out = run_ok(curl(&ca_a.cert).arg(format!("{}/health", narbor.url())));
     assert_eq!(stdout_str(&out), "ok\n");
+
+    // SIGTERM drains HTTPS connections too: a slow download finishes.
+    upstream.set_rate(1024 * 1024);
+    let got = d.join("last.nar");
+    let mut download = curl(&ca_a.cert)
+        .arg("-o")
+        .arg(&got)
+        .arg(format!("{}/{last_key}", narbor.url()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::metadata(&got).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = narbor.sigterm_and_wait();
+    assert!(status.success(), "narbor exited with {status}");
+    assert!(download.wait().unwrap().success(), "the download was cut");
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        last,
+        "the download arrived intact"
+    );
 }
 
 #[test]

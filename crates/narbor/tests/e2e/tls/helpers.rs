@@ -185,6 +185,12 @@ impl TlsNarbor {
         run_ok(Command::new("kill").args(["-HUP", &self.child.id().to_string()]));
     }
 
+    /// Sends SIGTERM and waits for narbor to exit.
+    pub fn sigterm_and_wait(&mut self) -> std::process::ExitStatus {
+        run_ok(Command::new("kill").arg(self.child.id().to_string()));
+        self.child.wait().unwrap()
+    }
+
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().unwrap() {
             panic!("narbor exited with {status}:\n{}", self.log_text());
