@@ -196,6 +196,10 @@ impl ServeOptions {
             Some(path) => Some(load_secret_key(path)?),
             None => None,
         };
+        let cache_dir = match self.cache_dir {
+            Some(d) => d,
+            None => default_cache_dir()?,
+        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(
                 Tls::load(TlsFiles { cert, key }).context("tls-cert/tls-key")?,
@@ -206,10 +210,6 @@ impl ServeOptions {
         if tls.is_none() && !self.http_redirect_listen.is_empty() {
             bail!("http-redirect-listen redirects to HTTPS: it needs tls-cert and tls-key");
         }
-        let cache_dir = match self.cache_dir {
-            Some(d) => d,
-            None => default_cache_dir()?,
-        };
         Ok(ServeSettings {
             listen: if self.listen.is_empty() {
                 vec![DEFAULT_LISTEN.parse().expect("the default address parses")]
