@@ -2,8 +2,10 @@
 //!
 //! [`Server`] holds the configuration, the store and the fills in flight;
 //! [`serve`] accepts connections (HTTP/1.1 with keep-alive, and HTTP/2 when the
-//! client speaks it) until the shutdown future resolves. The store is
-//! synchronous; everything here that writes to it does so off the async workers.
+//! client speaks it) until the shutdown future resolves; [`serve_each`] also
+//! speaks HTTPS (rustls, HTTP/2 by ALPN, see [`Tls`]) and answers plain-HTTP
+//! redirect listeners. The store is synchronous; everything here that writes
+//! to it does so off the async workers.
 
 pub mod access;
 mod app;
@@ -14,7 +16,9 @@ mod landing;
 pub mod mdns;
 pub mod metrics;
 mod range;
+mod redirect;
 mod status;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -29,6 +33,7 @@ pub use app::Server;
 pub use dashboard::Snapshot;
 pub use metrics::{MetricsSource, Sample, SampleKind};
 pub use status::CacheStatus;
+pub use tls::{Tls, TlsError, TlsFiles};
 pub use upstream::{UpstreamError, UpstreamOptions};
 
 /// Everything `narbor serve` can be told, already parsed.
@@ -54,23 +59,52 @@ pub struct ServerConfig {
     pub stats_public: bool,
 }
 
-/// Accepts connections on every listener until `shutdown` resolves.
+/// What a listener speaks.
+#[derive(Debug, Clone)]
+pub enum Protocol {
+    /// Plain HTTP/1.1, and HTTP/2 when the client starts with its preface.
+    Http,
+    /// TLS, then HTTP/2 or HTTP/1.1 as ALPN decided.
+    Https(Arc<Tls>),
+    /// Plain HTTP that answers everything with a 308 to HTTPS on this port.
+    RedirectToHttps { https_port: u16 },
+}
+
+/// A TLS handshake that takes longer than this is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts plain-HTTP connections on every listener until `shutdown` resolves.
 pub async fn serve(
     server: Arc<Server>,
     listeners: Vec<TcpListener>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let listeners = listeners.into_iter().map(|l| (l, Protocol::Http)).collect();
+    serve_each(server, listeners, shutdown).await;
+}
+
+/// Accepts connections on every listener, each speaking its [`Protocol`],
+/// until `shutdown` resolves; then lets transfers in flight finish.
+pub async fn serve_each(
+    server: Arc<Server>,
+    listeners: Vec<(TcpListener, Protocol)>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
     let mut accept_tasks = Vec::new();
-    for listener in listeners {
+    for (listener, protocol) in listeners {
         let conn_tx = conn_tx.clone();
         accept_tasks.push(tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        if conn_tx.send((stream, peer)).await.is_err() {
+                        if conn_tx
+                            .send((stream, peer, protocol.clone()))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -89,16 +123,44 @@ pub async fn serve(
     loop {
         tokio::select! {
             conn = conn_rx.recv() => {
-                let Some((stream, peer)) = conn else { break };
+                let Some((stream, peer, protocol)) = conn else { break };
                 let server = Arc::clone(&server);
                 let service = hyper::service::service_fn(move |req| {
                     let server = Arc::clone(&server);
                     async move { Ok::<_, std::convert::Infallible>(handler::handle(server, req, peer).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match protocol {
+                        Protocol::Http => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Protocol::Https(tls) => {
+                            let handshake = tls.acceptor().accept(stream);
+                            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Protocol::RedirectToHttps { https_port } => {
+                            let service = hyper::service::service_fn(move |req| async move {
+                                Ok::<_, std::convert::Infallible>(redirect::respond(&req, https_port))
+                            });
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
                 });

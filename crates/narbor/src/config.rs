@@ -8,10 +8,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use narbor_proto::{PublicKey, SecretKey};
+use narbor_server::{Tls, TlsFiles};
 use serde::Deserialize;
 
 use crate::cli::units::{parse_duration, parse_size};
@@ -108,6 +110,18 @@ pub struct ServeOptions {
     #[arg(long)]
     #[serde(default)]
     pub lan: bool,
+    /// A PEM certificate chain: serve HTTPS on every --listen address (needs --tls-key).
+    /// Reloaded when the files change or on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "NARBOR_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(long, value_name = "FILE", env = "NARBOR_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A plain-HTTP address that answers every request with a redirect to HTTPS
+    /// (repeatable; needs --tls-cert).
+    #[arg(long = "http-redirect-listen", value_name = "ADDR:PORT")]
+    #[serde(default)]
+    pub http_redirect_listen: Vec<SocketAddr>,
 }
 
 /// `serve`'s settings with every default applied and every value checked.
@@ -127,6 +141,9 @@ pub struct ServeSettings {
     pub log: String,
     pub stats_public: bool,
     pub lan: bool,
+    /// HTTPS on every `listen` address, certificate loaded.
+    pub tls: Option<Arc<Tls>>,
+    pub http_redirect_listen: Vec<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -163,6 +180,9 @@ impl ServeOptions {
             log: self.log.or(file.log),
             stats_public: self.stats_public || file.stats_public,
             lan: self.lan || file.lan,
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            http_redirect_listen: list(self.http_redirect_listen, file.http_redirect_listen),
         }
     }
 
@@ -205,6 +225,16 @@ impl ServeOptions {
             Some(d) => d,
             None => default_cache_dir()?,
         };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                Tls::load(TlsFiles { cert, key }).context("tls-cert/tls-key")?,
+            )),
+            (None, None) => None,
+            _ => bail!("tls-cert and tls-key go together: give both or neither"),
+        };
+        if tls.is_none() && !self.http_redirect_listen.is_empty() {
+            bail!("http-redirect-listen redirects to HTTPS: it needs tls-cert and tls-key");
+        }
         Ok(ServeSettings {
             listen: if self.listen.is_empty() && self.lan {
                 DEFAULT_LAN_LISTEN
@@ -237,6 +267,8 @@ impl ServeOptions {
             // LAN mode is for a trusted LAN: its stats are public.
             stats_public: self.stats_public || self.lan,
             lan: self.lan,
+            tls,
+            http_redirect_listen: self.http_redirect_listen,
         })
     }
 }
@@ -414,5 +446,25 @@ mod tests {
         assert!(err.to_string().contains("contradict"));
         let s = parse("no-upstream = true").unwrap().resolve().unwrap();
         assert!(s.upstreams.is_empty());
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together_and_redirects_need_them() {
+        for text in ["tls-cert = \"/c.pem\"", "tls-key = \"/k.pem\""] {
+            let err = parse(text).unwrap().resolve().unwrap_err().to_string();
+            assert!(err.contains("give both or neither"), "{err}");
+        }
+        let err = parse("http-redirect-listen = [\"127.0.0.1:80\"]")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs tls-cert"), "{err}");
+        let err = parse("tls-cert = \"/nonexistent/c.pem\"\ntls-key = \"/nonexistent/k.pem\"")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
     }
 }

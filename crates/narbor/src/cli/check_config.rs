@@ -35,6 +35,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  lan           yes (advertised over mDNS)");
     }
     println!("  stats public  {}", yes_no(settings.stats_public));
+    if let Some(tls) = &settings.tls {
+        println!(
+            "  https         {} (certificate and key load)",
+            tls.files().cert.display()
+        );
+        let redirect: Vec<String> = settings
+            .http_redirect_listen
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if !redirect.is_empty() {
+            println!("  redirects     {}", redirect.join(" "));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,12 +1,13 @@
 //! `narbor serve`: the pull-through cache.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use narbor_server::{Server, ServerConfig, UpstreamOptions};
+use narbor_server::{Protocol, Server, ServerConfig, Tls, UpstreamOptions};
 use narbor_store::{DiskStore, StoreConfig};
 
 use crate::config::{ServeOptions, ServeSettings};
@@ -43,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
     let store = Arc::new(store);
     let listen = settings.listen.clone();
+    let (tls, redirect_listen) = (settings.tls.clone(), settings.http_redirect_listen.clone());
     let inactive = settings.inactive;
     let lan = settings.lan;
     let config = ServerConfig {
@@ -68,6 +70,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let listeners = narbor_server::bind_all(&listen)
             .await
             .map_err(|(addr, e)| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let advertisement = if lan {
+            Some(advertise(&listeners)?)
+        } else {
+            None
+        };
+        let listeners = with_protocols(listeners, tls.as_ref(), &listen, &redirect_listen).await?;
         let server =
             Server::new(config, Arc::clone(&store)).context("setting up the upstream client")?;
         let stats = store.stats();
@@ -80,11 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_size = stats.max_size,
             "narbor serving"
         );
-        let advertisement = if lan {
-            Some(advertise(&listeners)?)
-        } else {
-            None
-        };
         let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
         // Withdraw from mDNS as soon as shutdown starts, not after the drain.
         let shutdown = async move {
@@ -94,8 +97,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let _ = tokio::task::spawn_blocking(withdraw).await;
             }
         };
-        narbor_server::serve(server, listeners, shutdown).await;
+        // SIGHUP's handler is in place before the first connection is accepted.
+        // Without TLS, SIGHUP is logged and ignored rather than killing narbor.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let tls_upkeep = tokio::spawn(watch_tls(tls, hup));
+        narbor_server::serve_each(server, listeners, shutdown).await;
         maintenance.abort();
+        tls_upkeep.abort();
         let store2 = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store2.flush_access_times())
             .await
@@ -127,6 +135,69 @@ fn advertise(
         "LAN mode: advertising over mDNS as _http._tcp (nix-cache=1)"
     );
     Ok(ad)
+}
+
+/// How often the certificate files are checked for changes.
+const TLS_POLL: Duration = Duration::from_secs(2);
+
+/// The listeners with what each speaks: HTTPS on `listen` when TLS is set up,
+/// plus the plain-HTTP redirect listeners (bound here) pointing at the first.
+async fn with_protocols(
+    listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<&Arc<Tls>>,
+    listen: &[SocketAddr],
+    redirect_listen: &[SocketAddr],
+) -> anyhow::Result<Vec<(tokio::net::TcpListener, Protocol)>> {
+    let Some(tls) = tls else {
+        return Ok(listeners.into_iter().map(|l| (l, Protocol::Http)).collect());
+    };
+    let https_port = listen.first().map_or(443, SocketAddr::port);
+    let mut all: Vec<_> = listeners
+        .into_iter()
+        .map(|l| (l, Protocol::Https(Arc::clone(tls))))
+        .collect();
+    let redirects = narbor_server::bind_all(redirect_listen)
+        .await
+        .map_err(|(addr, e)| {
+            anyhow::anyhow!("cannot listen on {addr} (http-redirect-listen): {e}")
+        })?;
+    all.extend(
+        redirects
+            .into_iter()
+            .map(|l| (l, Protocol::RedirectToHttps { https_port })),
+    );
+    tracing::info!(
+        cert = %tls.files().cert.display(),
+        redirect_listen = ?redirect_listen,
+        "serving HTTPS"
+    );
+    Ok(all)
+}
+
+/// Reloads the certificate when its files change or on SIGHUP.
+async fn watch_tls(tls: Option<Arc<Tls>>, hup: std::io::Result<tokio::signal::unix::Signal>) {
+    let on_hup = async {
+        match hup {
+            Ok(mut hup) => {
+                while hup.recv().await.is_some() {
+                    let Some(tls) = tls.clone() else {
+                        tracing::info!("SIGHUP: nothing to reload (no TLS)");
+                        continue;
+                    };
+                    let _ = tokio::task::spawn_blocking(move || tls.reload_and_log("SIGHUP")).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP, reloading on file changes only: {e}")
+            }
+        }
+    };
+    let poll = async {
+        if let Some(tls) = tls.clone() {
+            tls.watch(TLS_POLL).await;
+        }
+    };
+    tokio::join!(poll, on_hup);
 }
 
 /// How often upkeep runs: often enough that `--inactive` is honoured within a

@@ -17,4 +17,5 @@ mod registry;
 mod serve;
 mod stats;
 mod support;
+mod tls;
 mod upstream;
