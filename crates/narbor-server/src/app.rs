@@ -66,6 +66,9 @@ impl Server {
         store: Arc<DiskStore>,
     ) -> Result<Arc<Self>, crate::UpstreamError> {
         let metrics = Arc::new(Metrics::new(&config.upstreams));
+        if let Some(oci) = &config.oci {
+            metrics.add_source(Arc::clone(oci) as Arc<dyn crate::metrics::MetricsSource>);
+        }
         let upstreams = Upstreams::new(
             &config.upstreams,
             &config.upstream_options,
@@ -360,16 +363,22 @@ impl Server {
         report: &mut FillReport,
     ) -> Result<NarFilled, FillError> {
         use FailReason::{Integrity, Internal, StoreError, TooLarge, Truncated};
-        let (upstream, resp) = match self.upstreams.get_stream(key).await {
-            Lookup::Found { upstream, value } => (upstream, value),
-            Lookup::NotFound => {
-                self.remember_not_found(key);
-                return Ok(NarFilled::NotFound);
-            }
-            Lookup::Failed(e) => return Err(FillError::upstream(&e)),
+        let (upstream, name, resp) = match self.nar_from_registry(key).await {
+            Some(resp) => (None, "the OCI registry".to_owned(), resp),
+            None => match self.upstreams.get_stream(key).await {
+                Lookup::Found { upstream, value } => (
+                    Some(upstream),
+                    self.upstreams.bases()[upstream].clone(),
+                    value,
+                ),
+                Lookup::NotFound => {
+                    self.remember_not_found(key);
+                    return Ok(NarFilled::NotFound);
+                }
+                Lookup::Failed(e) => return Err(FillError::upstream(&e)),
+            },
         };
-        report.upstream = Some(upstream);
-        let name = self.upstreams.bases()[upstream].clone();
+        report.upstream = upstream;
         let total = resp.content_length();
         if let Err(why) = self.has_room(total) {
             self.store_refused(&why);
@@ -402,7 +411,9 @@ impl Server {
             let chunk = chunk
                 .map_err(|e| FillError::new(Truncated, transport(name.clone(), &e).to_string()))?;
             report.bytes += chunk.len() as u64;
-            self.upstreams.add_fetched(upstream, chunk.len() as u64);
+            if let Some(upstream) = upstream {
+                self.upstreams.add_fetched(upstream, chunk.len() as u64);
+            }
             if total.is_some_and(|t| writer.written() + chunk.len() as u64 > t) {
                 return Err(FillError::new(
                     TooLarge,
@@ -449,6 +460,35 @@ impl Server {
             }
         }
         Ok(NarFilled::Stored(reader, size))
+    }
+
+    /// The NAR's blob from the `--oci` registry, when the index names one and
+    /// the registry serves it (otherwise the upstreams are asked).
+    async fn nar_from_registry(&self, key: &str) -> Option<reqwest::Response> {
+        let oci = self.config.oci.as_ref()?;
+        let blob = oci.index().nar_blob(key)?;
+        match oci.client().get_blob(&blob.digest, None).await {
+            Ok(resp) => Some(resp),
+            Err(e) => {
+                tracing::warn!(%key, "the OCI registry did not serve the blob, asking upstreams: {e}");
+                None
+            }
+        }
+    }
+
+    /// The narinfo for `hash` from the `--oci` index, if it has one.
+    pub(crate) fn narinfo_from_index(
+        &self,
+        hash: &narbor_proto::StorePathHash,
+    ) -> Option<Arc<str>> {
+        let oci = self.config.oci.as_ref()?;
+        oci.index().get(hash).map(|e| Arc::clone(&e.narinfo))
+    }
+
+    /// A NAR's size from the `--oci` index, if it names the NAR (for HEAD).
+    pub(crate) fn nar_in_index(&self, key: &str) -> Option<Option<u64>> {
+        let oci = self.config.oci.as_ref()?;
+        oci.index().nar_blob(key).map(|b| b.size)
     }
 
     /// Whether the store takes NARs now (it has not refused one lately).

@@ -68,6 +68,9 @@ async fn respond(
     peer: SocketAddr,
 ) -> (Route, Response<Body>) {
     let head = req.method() == Method::HEAD;
+    if req.uri().path() == "/_refresh" {
+        return (Route::Page, admin_refresh(server, &req, peer).await);
+    }
     if req.method() != Method::GET && !head {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -92,6 +95,8 @@ async fn respond(
             text(StatusCode::OK, "ok\n", CacheStatus::Local),
         ),
         "/status" | "/status.json" | "/metrics" => (Route::Page, stats(server, path, peer)),
+        "/_status" => (Route::Page, oci_status(server, peer)),
+        "/public-key" => (Route::Page, public_key(server)),
         "/nix-cache-info" => (Route::CacheInfo, cache_info(server)),
         _ => {
             let parsed = CacheUrl::parse(path);
@@ -112,6 +117,109 @@ async fn respond(
         return (route, Response::from_parts(parts, empty()));
     }
     (route, resp)
+}
+
+/// `GET /_status`: the `--oci` index, the store and the upstreams as JSON (no
+/// secrets); read-only, so open like the other stats with `--stats-public`.
+fn oci_status(server: &Server, peer: SocketAddr) -> Response<Body> {
+    if let Err(reason) = access::check(peer.ip(), Endpoint::ReadOnly, server.config.stats_public) {
+        return text(StatusCode::FORBIDDEN, reason, CacheStatus::Local);
+    }
+    let store = server.store.stats();
+    let body = serde_json::json!({
+        "oci": server.config.oci.as_ref().map(|o| o.status_json()),
+        "store": { "objects": store.objects, "bytes": store.bytes, "max_size": store.max_size },
+        "upstreams": server.upstreams.bases(),
+        "fills_in_flight": server.fills_in_flight(),
+    });
+    let mut resp = full(
+        StatusCode::OK,
+        Bytes::from(body.to_string()),
+        CacheStatus::Local,
+    );
+    set(&mut resp, header::CONTENT_TYPE, "application/json");
+    resp
+}
+
+/// `POST /_refresh`: refresh the `--oci` index now. Loopback clients, or any
+/// client with the configured bearer token.
+async fn admin_refresh(
+    server: &Server,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    if req.method() != Method::POST {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST only\n",
+            CacheStatus::Local,
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token_ok =
+        matches!((&server.config.refresh_token, bearer), (Some(t), Some(b)) if t.matches(b));
+    if !token_ok {
+        if let Err(reason) = access::check(peer.ip(), Endpoint::Admin, server.config.stats_public) {
+            return text(StatusCode::FORBIDDEN, reason, CacheStatus::Local);
+        }
+    }
+    let Some(oci) = &server.config.oci else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no --oci store to refresh\n",
+            CacheStatus::Local,
+        );
+    };
+    let (code, rec) = match oci
+        .request_refresh(std::time::Duration::from_secs(60))
+        .await
+    {
+        Ok(rec) => (StatusCode::OK, rec),
+        Err(rec) => (StatusCode::BAD_GATEWAY, rec),
+    };
+    let body = serde_json::json!({
+        "ok": code == StatusCode::OK,
+        "entries": oci.index().len(),
+        "fragments_fetched": rec.fetched_fragments,
+        "changed": rec.changed,
+        "error": rec.error,
+    });
+    let mut resp = full(code, Bytes::from(body.to_string()), CacheStatus::Local);
+    set(&mut resp, header::CONTENT_TYPE, "application/json");
+    resp
+}
+
+/// `GET /public-key`: the keys that sign what this cache serves: narbor's own
+/// signing key, else the trusted keys; one per line.
+fn public_key(server: &Server) -> Response<Body> {
+    let keys: Vec<String> = match &server.config.sign_key {
+        Some(k) => vec![k.public_key().to_string()],
+        None => server
+            .config
+            .trusted_keys
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    };
+    if keys.is_empty() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no key configured (sign-key-file or trusted-keys)\n",
+            CacheStatus::Local,
+        );
+    }
+    text(
+        StatusCode::OK,
+        &format!("{}\n", keys.join("\n")),
+        CacheStatus::Local,
+    )
 }
 
 /// `/status`, `/status.json`, `/metrics`: loopback clients only, unless
@@ -186,6 +294,17 @@ async fn serve_document(
     url: &CacheUrl,
     range_header: Option<&str>,
 ) -> Response<Body> {
+    if let CacheUrl::NarInfo(hash) = url {
+        // The --oci index is the source of truth for what was published.
+        if let Some(text) = server.narinfo_from_index(hash) {
+            return object(
+                url,
+                Bytes::copy_from_slice(text.as_bytes()),
+                CacheStatus::Hit,
+                range_header,
+            );
+        }
+    }
     let key = url.to_path();
     let stored = match server.store.get_document(&key) {
         Ok(doc) => doc,
@@ -253,10 +372,19 @@ async fn serve_nar(
         if server.is_negative(&key) {
             return not_found(CacheStatus::Negative);
         }
-        if server.upstreams.is_empty() {
+        if server.upstreams.is_empty() && server.nar_in_index(&key).is_none() {
             return not_found(CacheStatus::Miss);
         }
         if head {
+            if let Some(size) = server.nar_in_index(&key) {
+                let mut resp = Response::new(empty());
+                set(&mut resp, header::CONTENT_TYPE, url.content_type());
+                if let Some(len) = size {
+                    set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
+                }
+                set(&mut resp, CacheStatus::HEADER, CacheStatus::Miss.as_str());
+                return resp;
+            }
             return match server.head_upstream(&key).await {
                 Lookup::Found { value, .. } => {
                     let mut resp = Response::new(empty());

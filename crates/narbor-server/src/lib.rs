@@ -15,6 +15,7 @@ mod handler;
 mod landing;
 pub mod mdns;
 pub mod metrics;
+pub mod oci;
 mod range;
 mod redirect;
 mod status;
@@ -57,6 +58,28 @@ pub struct ServerConfig {
     /// Whether `/status`, `/status.json` and `/metrics` answer every client,
     /// not only loopback ones.
     pub stats_public: bool,
+    /// `--oci`: a registry cache served from its in-memory index, before the upstreams.
+    pub oci: Option<Arc<oci::OciSource>>,
+    /// A bearer token that also allows `POST /_refresh` from other hosts.
+    pub refresh_token: Option<RefreshToken>,
+}
+
+/// A secret bearer token; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct RefreshToken(pub String);
+
+impl std::fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshToken(<redacted>)")
+    }
+}
+
+impl RefreshToken {
+    /// Compares in time independent of where the strings differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 /// What a listener speaks.

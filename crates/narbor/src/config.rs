@@ -30,6 +30,9 @@ pub const DEFAULT_INACTIVE: &str = "30d";
 pub const DEFAULT_PRIORITY: u32 = 30;
 /// A narinfo for a store hash practically never changes: a week.
 pub const DEFAULT_NARINFO_TTL: &str = "7d";
+/// nixcache-oci's default: a push is visible within five minutes, and an
+/// unchanged index costs one small request per refresh.
+pub const DEFAULT_INDEX_TTL: &str = "300s";
 /// Short, so a path pushed upstream a minute ago is found.
 pub const DEFAULT_NEGATIVE_TTL: &str = "1m";
 /// Long enough for a congested link, short enough that a dead upstream does not
@@ -122,6 +125,16 @@ pub struct ServeOptions {
     #[arg(long = "http-redirect-listen", value_name = "ADDR:PORT")]
     #[serde(default)]
     pub http_redirect_listen: Vec<SocketAddr>,
+    /// An OCI registry cache to serve from its in-memory index, before the upstreams:
+    /// `oci://HOST/NAME` (HTTPS) or `oci+http://HOST:PORT/NAME`.
+    #[arg(long, value_name = "STORE", env = "NARBOR_OCI")]
+    pub oci: Option<String>,
+    /// How often the --oci index is refreshed (in the background) [default: 300s].
+    #[arg(long, value_name = "DURATION")]
+    pub index_ttl: Option<String>,
+    /// A file holding a bearer token that lets non-loopback clients POST /_refresh.
+    #[arg(long, value_name = "FILE")]
+    pub refresh_token_file: Option<PathBuf>,
 }
 
 /// `serve`'s settings with every default applied and every value checked.
@@ -144,6 +157,10 @@ pub struct ServeSettings {
     /// HTTPS on every `listen` address, certificate loaded.
     pub tls: Option<Arc<Tls>>,
     pub http_redirect_listen: Vec<SocketAddr>,
+    /// `--oci`: the store reference (checked).
+    pub oci: Option<String>,
+    pub index_ttl: Duration,
+    pub refresh_token: Option<String>,
 }
 
 impl ServeOptions {
@@ -183,6 +200,9 @@ impl ServeOptions {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             http_redirect_listen: list(self.http_redirect_listen, file.http_redirect_listen),
+            oci: self.oci.or(file.oci),
+            index_ttl: self.index_ttl.or(file.index_ttl),
+            refresh_token_file: self.refresh_token_file.or(file.refresh_token_file),
         }
     }
 
@@ -269,6 +289,31 @@ impl ServeOptions {
             lan: self.lan,
             tls,
             http_redirect_listen: self.http_redirect_listen,
+            oci: match self.oci {
+                Some(store) => Some(
+                    narbor_oci::StoreRef::parse(&store)
+                        .map(|_| store)
+                        .map_err(|e| anyhow::anyhow!("oci: {e}"))?,
+                ),
+                None => None,
+            },
+            index_ttl: match duration("index-ttl", self.index_ttl, DEFAULT_INDEX_TTL)? {
+                d if d.is_zero() => bail!("index-ttl: must be more than 0s"),
+                d => d,
+            },
+            refresh_token: match &self.refresh_token_file {
+                Some(path) => {
+                    let token = std::fs::read_to_string(path)
+                        .with_context(|| format!("refresh-token-file: reading {}", path.display()))?
+                        .trim()
+                        .to_owned();
+                    if token.is_empty() {
+                        bail!("refresh-token-file: {} is empty", path.display());
+                    }
+                    Some(token)
+                }
+                None => None,
+            },
         })
     }
 }
@@ -466,5 +511,107 @@ mod tests {
             .unwrap_err();
         let err = format!("{err:#}");
         assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    }
+}
+
+/// The environment variables of nixcache-oci's proxy, as aliases, so existing
+/// setups move over: each fills an option that neither a flag nor a narbor
+/// variable set. `NIXCACHE_REPO=owner/repo` means
+/// `oci://ghcr.io/owner/repo/nix-cache`; `NIXCACHE_LISTEN` (default
+/// 127.0.0.1) and `NIXCACHE_PORT` make the listen address;
+/// `NIXCACHE_UPSTREAM` is space-separated (empty: none); `NIXCACHE_INDEX_TTL`
+/// is in seconds. (`GITHUB_TOKEN` is read as registry credentials anyway.)
+pub fn apply_nixcache_env(
+    opts: &mut ServeOptions,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    if opts.oci.is_none() {
+        if let Some(repo) = env("NIXCACHE_REPO").filter(|r| !r.trim().is_empty()) {
+            let repo = repo.trim().trim_matches('/').to_ascii_lowercase();
+            opts.oci = Some(format!("oci://ghcr.io/{repo}/nix-cache"));
+        }
+    }
+    if opts.listen.is_empty() {
+        if let Some(port) = env("NIXCACHE_PORT").filter(|p| !p.trim().is_empty()) {
+            let host = env("NIXCACHE_LISTEN").unwrap_or_else(|| "127.0.0.1".to_owned());
+            let host = host.trim();
+            let addr = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{}", port.trim())
+            } else {
+                format!("{host}:{}", port.trim())
+            };
+            opts.listen = vec![addr.parse().with_context(|| {
+                format!("NIXCACHE_LISTEN/NIXCACHE_PORT make {addr:?}, not an address")
+            })?];
+        }
+    }
+    if opts.upstreams.is_empty() && !opts.no_upstream {
+        if let Some(list) = env("NIXCACHE_UPSTREAM") {
+            let list: Vec<String> = list.split_whitespace().map(str::to_owned).collect();
+            if list.is_empty() {
+                opts.no_upstream = true;
+            } else {
+                opts.upstreams = list;
+            }
+        }
+    }
+    if opts.index_ttl.is_none() {
+        if let Some(ttl) = env("NIXCACHE_INDEX_TTL").filter(|t| !t.trim().is_empty()) {
+            opts.index_ttl = Some(ttl.trim().to_owned());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod nixcache_env_tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn nixcache_variables_fill_what_nothing_else_set() {
+        let mut o = ServeOptions::default();
+        apply_nixcache_env(
+            &mut o,
+            &env(&[
+                ("NIXCACHE_REPO", "Owner/Repo"),
+                ("NIXCACHE_PORT", "5000"),
+                ("NIXCACHE_UPSTREAM", ""),
+                ("NIXCACHE_INDEX_TTL", "60"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(o.oci.as_deref(), Some("oci://ghcr.io/owner/repo/nix-cache"));
+        assert_eq!(o.listen, ["127.0.0.1:5000".parse::<SocketAddr>().unwrap()]);
+        assert!(o.no_upstream, "an empty NIXCACHE_UPSTREAM means none");
+        let s = o.resolve().unwrap();
+        assert_eq!(s.index_ttl, Duration::from_secs(60));
+        assert!(s.upstreams.is_empty());
+
+        let mut o = ServeOptions {
+            priority: Some(1),
+            upstreams: vec!["http://mine".into()],
+            ..Default::default()
+        };
+        apply_nixcache_env(
+            &mut o,
+            &env(&[
+                ("NIXCACHE_UPSTREAM", "http://a http://b"),
+                ("NIXCACHE_LISTEN", "::1"),
+                ("NIXCACHE_PORT", "8080"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(o.upstreams, ["http://mine"], "a flag beats the alias");
+        assert_eq!(o.listen, ["[::1]:8080".parse::<SocketAddr>().unwrap()]);
+        let mut o = ServeOptions::default();
+        assert!(apply_nixcache_env(&mut o, &env(&[("NIXCACHE_PORT", "eighty")])).is_err());
     }
 }

@@ -25,6 +25,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  upstreams     {}", settings.upstreams.join(" "));
     }
     println!("  priority      {}", settings.priority);
+    if let Some(oci) = &settings.oci {
+        println!(
+            "  oci           {oci} (index refreshed every {}s)",
+            settings.index_ttl.as_secs()
+        );
+    }
     println!("  narinfo-ttl   {}s", settings.narinfo_ttl.as_secs());
     println!("  negative-ttl  {}s", settings.negative_ttl.as_secs());
     println!("  trusted-keys  {}", settings.trusted_keys.len());

@@ -24,8 +24,9 @@ pub struct Args {
 /// Reads the config file (if any) under the flags and checks everything.
 pub fn settings(
     config: Option<&std::path::Path>,
-    flags: ServeOptions,
+    mut flags: ServeOptions,
 ) -> anyhow::Result<ServeSettings> {
+    crate::config::apply_nixcache_env(&mut flags, &|k| std::env::var(k).ok())?;
     let file = match config {
         Some(path) => ServeOptions::from_file(path)?,
         None => ServeOptions::default(),
@@ -47,6 +48,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (tls, redirect_listen) = (settings.tls.clone(), settings.http_redirect_listen.clone());
     let inactive = settings.inactive;
     let lan = settings.lan;
+    let oci_source = match &settings.oci {
+        Some(store) => Some(narbor_server::oci::OciSource::new(
+            super::oci::client(store)?,
+            settings.index_ttl,
+        )),
+        None => None,
+    };
+    let refresher = oci_source.clone();
     let config = ServerConfig {
         upstreams: settings.upstreams,
         priority: settings.priority,
@@ -60,6 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             stall_timeout: settings.upstream_timeout,
         },
         stats_public: settings.stats_public,
+        oci: oci_source,
+        refresh_token: settings
+            .refresh_token
+            .clone()
+            .map(narbor_server::RefreshToken),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -89,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "narbor serving"
         );
         let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
+        let index_refresh = refresher.map(|oci| tokio::spawn(oci.run()));
         // Withdraw from mDNS as soon as shutdown starts, not after the drain.
         let shutdown = async move {
             shutdown_signal().await;
@@ -103,6 +118,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let tls_upkeep = tokio::spawn(watch_tls(tls, hup));
         narbor_server::serve_each(server, listeners, shutdown).await;
         maintenance.abort();
+        if let Some(task) = index_refresh {
+            task.abort();
+        }
         tls_upkeep.abort();
         let store2 = Arc::clone(&store);
         tokio::task::spawn_blocking(move || store2.flush_access_times())

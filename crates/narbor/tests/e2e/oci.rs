@@ -115,6 +115,38 @@ fn materialize(store: &str, dir: &Path) -> usize {
     })
 }
 
+/// `narbor serve --oci STORE --no-upstream` with the registry's credentials.
+fn serve_oci(cache: &Path, store: &str, extra: &[&str]) -> NarborServer {
+    let mut args = vec!["--oci", store, "--no-upstream"];
+    args.extend_from_slice(extra);
+    NarborServer::start_with_env(
+        cache,
+        &args,
+        &[
+            ("NARBOR_REGISTRY_USERNAME", USER),
+            ("NARBOR_REGISTRY_PASSWORD", PASSWORD),
+        ],
+    )
+}
+
+/// Waits until the served index has `n` entries (the first refresh runs in
+/// the background after start).
+fn wait_for_entries(narbor: &NarborServer, n: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_slice(&narbor.get("/_status").body).unwrap();
+        if status["oci"]["entries"].as_u64() == Some(n) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index never reached {n} entries: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A closure over 50 MB: the NAR-feature tree (symlinks, a 50 MB file) and
 /// an app referencing it through a file and a symlink.
 fn big_closure(env: &NixEnv) -> PathBuf {
@@ -159,14 +191,14 @@ fn push_a_closure_substitute_it_into_a_fresh_store_and_push_again_for_nothing() 
     assert_eq!(uploaded(&out), 2, "{}", stdout_str(&out));
     assert_eq!(indexed_paths(&store), want);
 
-    // The index is what Nix needs: signed narinfos and NARs it accepts.
-    let cache = env.path("materialized");
-    assert_eq!(materialize(&store, &cache), 2);
+    // narbor serve --oci, with no upstream: narinfos from the in-memory index,
+    // NARs from the registry; the real Nix substitutes and verifies.
+    let narbor = serve_oci(&env.path("serve-cache"), &store, &[]);
+    wait_for_entries(&narbor, 2);
     let root = env.path("fresh");
     run_ok(
         env.cmd("nix")
-            .args(["copy", "--from"])
-            .arg(format!("file://{}", cache.display()))
+            .args(["copy", "--from", &narbor.url()])
             .arg("--to")
             .arg(format!("local?root={}", root.display()))
             .args(["--option", "trusted-public-keys", &public])
@@ -506,6 +538,20 @@ fn a_cache_in_nixcache_oci_format_is_read() {
         assert_eq!((stats.fetched, stats.changed), (0, false));
     });
 
+    // narbor serve --oci serves it as it is: users switch without republishing.
+    let dir = tempfile::tempdir().unwrap();
+    let narbor = serve_oci(&dir.path().join("cache"), &store, &[]);
+    wait_for_entries(&narbor, 1);
+    let r = narbor.get(&format!("/{}.narinfo", path.hash()));
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, info.to_string().as_bytes())
+    );
+    let r = narbor.get(&format!("/{}", info.url));
+    assert_eq!((r.status, r.complete), (200, true));
+    assert_eq!(r.body, nar, "the NAR blob, hash-checked against its URL");
+    drop(narbor);
+
     // gc migrates it: the entry moves into a narbor fragment that references
     // its NAR blob, and the cache-index manifest is gone.
     let out = run_ok(
@@ -641,6 +687,104 @@ fn gc_racing_a_push_loses_nothing_the_push_published() {
         assert_eq!(
             materialize(&store, &env.path(&format!("after-race-{round}"))),
             listed.len()
+        );
+    }
+}
+
+#[test]
+fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("team/served");
+    let (sk, public) = keys(&env);
+    let first = small_closure(&env, "served-a");
+    run_ok(
+        push_cmd(&env, &store)
+            .arg("--no-skip")
+            .arg("--key-file")
+            .arg(&sk)
+            .arg(&first),
+    );
+    let narbor = serve_oci(
+        &env.path("cache"),
+        &store,
+        &["--index-ttl", "1h", "--trusted-key", &public],
+    );
+    let status = wait_for_entries(&narbor, 2);
+    assert_eq!(status["oci"]["store"], store.as_str());
+    assert!(
+        !status.to_string().contains(PASSWORD),
+        "no secrets in /_status"
+    );
+
+    // narinfo from memory, NAR from the registry (then from the local store).
+    let hash = |p: &Path| p.file_name().unwrap().to_string_lossy()[..32].to_owned();
+    let r = narbor.get(&format!("/{}.narinfo", hash(&first)));
+    assert_eq!((r.status, r.cache_status()), (200, "HIT"));
+    let info = NarInfo::parse(std::str::from_utf8(&r.body).unwrap()).unwrap();
+    let head = narbor.head(&format!("/{}", info.url));
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(info.file_size.unwrap().to_string().as_str())
+    );
+    let nar = narbor.get(&format!("/{}", info.url));
+    assert_eq!(
+        (nar.status, nar.complete, nar.cache_status()),
+        (200, true, "MISS")
+    );
+    assert_eq!(narbor.get(&format!("/{}", info.url)).cache_status(), "HIT");
+
+    // A second push is not visible until the index refreshes; POST /_refresh
+    // refreshes now (the TTL is an hour).
+    let second = small_closure(&env, "served-b");
+    run_ok(
+        push_cmd(&env, &store)
+            .arg("--no-skip")
+            .arg("--key-file")
+            .arg(&sk)
+            .arg(&second),
+    );
+    assert_eq!(
+        narbor.get(&format!("/{}.narinfo", hash(&second))).status,
+        404
+    );
+    let refreshed = crate::upstream::request(narbor.addr, "POST", "/_refresh", &[]);
+    assert_eq!(
+        refreshed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&refreshed.body)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&refreshed.body).unwrap();
+    assert_eq!(body["entries"], 4);
+    assert_eq!(
+        narbor.get(&format!("/{}.narinfo", hash(&second))).status,
+        200
+    );
+    assert_eq!(
+        crate::upstream::request(narbor.addr, "GET", "/_refresh", &[]).status,
+        405
+    );
+
+    // The push key, and the index in the metrics.
+    let key = String::from_utf8(narbor.get("/public-key").body).unwrap();
+    assert_eq!(key.trim(), public);
+    let metrics = String::from_utf8(narbor.get("/metrics").body).unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "narbor_oci_index_entries 4"),
+        "{metrics}"
+    );
+
+    // And the real Nix client substitutes both closures from it.
+    let root = env.path("fresh");
+    for path in [&first, &second] {
+        run_ok(
+            env.cmd("nix")
+                .args(["copy", "--from", &narbor.url(), "--to"])
+                .arg(format!("local?root={}", root.display()))
+                .args(["--option", "trusted-public-keys", &public])
+                .arg(path),
         );
     }
 }

@@ -26,6 +26,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "priority",
     "narinfo-ttl",
     "negative-ttl",
+    "upstream-timeout",
     "trusted-keys",
     "sign-key-file",
     "stats-public",
@@ -464,4 +465,34 @@ fn ci_installables_cover_packages_systems_and_shells() {
         r#"import ./.github/narbor/installables.nix { system = "x86_64-linux"; flake = { }; }"#,
     );
     assert_eq!(empty, serde_json::json!({ "build": [], "shells": [] }));
+}
+
+/// `CONFIG_KEYS` (and so the example config and the module) are exactly the
+/// options `narbor serve` has: a new option cannot be left out of them.
+#[test]
+fn config_keys_are_exactly_the_serve_options() {
+    let out = run_ok(crate::support::narbor().args(["serve", "--help"]));
+    let mut from_help: Vec<String> = stdout_str(&out)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--"))
+        .map(|w| w.trim_end_matches([',', '.', ')']).to_owned())
+        .filter(|w| !w.is_empty() && !matches!(w.as_str(), "config" | "help" | "version"))
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .map(|w| match w.as_str() {
+            "upstream" => "upstreams".to_owned(),
+            "trusted-key" => "trusted-keys".to_owned(),
+            _ => w,
+        })
+        .collect();
+    from_help.sort();
+    from_help.dedup();
+    let mut keys: Vec<String> = CONFIG_KEYS.iter().map(|k| k.to_string()).collect();
+    keys.sort();
+    assert_eq!(from_help, keys, "serve's flags and the config keys differ");
+    // And narbor accepts the example config as shipped.
+    run_ok(
+        crate::support::narbor()
+            .arg("check-config")
+            .arg(repo_root().join("packaging/narbor.toml")),
+    );
 }
