@@ -108,6 +108,15 @@ pub async fn serve(
 
 /// Accepts connections on every listener, each speaking its [`Protocol`],
 /// until `shutdown` resolves; then lets transfers in flight finish.
+/// The most connections served at once; beyond it, new ones wait in the
+/// kernel's accept backlog. Bounded so memory is (each streaming connection
+/// holds one read buffer), high enough for a large fleet.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// How long a client may take to send a whole request head (slowloris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (HTTP/1 buffer, HTTP/2 header list) narbor reads.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 pub async fn serve_each(
     server: Arc<Server>,
     listeners: Vec<(TcpListener, Protocol)>,
@@ -115,16 +124,23 @@ pub async fn serve_each(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut accept_tasks = Vec::new();
     for (listener, protocol) in listeners {
         let conn_tx = conn_tx.clone();
+        let permits = Arc::clone(&permits);
         accept_tasks.push(tokio::spawn(async move {
             loop {
+                // At the limit, stop accepting: new connections wait in the
+                // kernel's backlog instead of growing narbor's memory.
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
                 match listener.accept().await {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         if conn_tx
-                            .send((stream, peer, protocol.clone()))
+                            .send((stream, peer, protocol.clone(), permit))
                             .await
                             .is_err()
                         {
@@ -141,12 +157,23 @@ pub async fn serve_each(
         }));
     }
     drop(conn_tx);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Slowloris: a request head must arrive whole within HEADER_TIMEOUT, and
+    // heads are bounded in size.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             conn = conn_rx.recv() => {
-                let Some((stream, peer, protocol)) = conn else { break };
+                let Some((stream, peer, protocol, permit)) = conn else { break };
                 let server = Arc::clone(&server);
                 let service = hyper::service::service_fn(move |req| {
                     let server = Arc::clone(&server);
@@ -186,6 +213,7 @@ pub async fn serve_each(
                     if let Err(e) = result {
                         tracing::debug!(%peer, "connection ended: {e}");
                     }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,

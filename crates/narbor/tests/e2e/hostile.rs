@@ -698,3 +698,102 @@ fn an_upstream_with_an_untrusted_certificate_is_refused() {
     );
     assert_eq!(Sha256::digest(&r.body), Sha256::digest(&nar));
 }
+
+#[test]
+fn slowloris_connections_are_cut_and_do_not_stop_service() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let key = put_nar(&root, &pseudo_random(10_000, 51));
+    let upstream = Upstream::start(root);
+    let narbor = NarborServer::start(&dir.path().join("cache"), &["--upstream", &upstream.url()]);
+    // 300 connections that send half a request head and then nothing.
+    let mut lingering: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(narbor.addr).unwrap();
+            c.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            c
+        })
+        .collect();
+    // Meanwhile everybody else is served.
+    for _ in 0..5 {
+        assert_eq!(narbor.get(&format!("/{key}")).status, 200);
+        assert_eq!(narbor.get("/health").status, 200);
+    }
+    // After the header timeout (10 s) the server has closed them.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let mut closed = 0;
+    for c in &mut lingering {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        // Cut: the server ends the connection (EOF or reset), perhaps after
+        // an error response. Still open: the read times out.
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(_) => {
+                    closed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(closed, lingering.len(), "every half-sent request was cut");
+    assert_eq!(narbor.get("/health").status, 200);
+}
+
+#[test]
+fn a_slow_reader_never_holds_a_fill_hostage() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let nar = pseudo_random(8 * 1024 * 1024, 52);
+    let key = put_nar(&root, &nar);
+    let upstream = Upstream::start(root);
+    upstream.set_rate(16 * 1024 * 1024);
+    let narbor = Arc::new(NarborServer::start(
+        &dir.path().join("cache"),
+        &["--upstream", &upstream.url()],
+    ));
+    // The slow client starts the fill and reads 4 KiB a second.
+    let slow = std::net::TcpStream::connect(narbor.addr).unwrap();
+    socket2::SockRef::from(&slow)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    let mut slow = slow;
+    write!(slow, "GET /{key} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let slow_reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        for _ in 0..8 {
+            total += slow.read(&mut buf).unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        total
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // A fast client of the same fill gets everything while the slow one crawls.
+    let fast = narbor.get(&format!("/{key}"));
+    assert_eq!((fast.status, fast.complete), (200, true));
+    assert_eq!(Sha256::digest(&fast.body), Sha256::digest(&nar));
+    assert!(
+        !slow_reader.is_finished(),
+        "the slow reader is still reading"
+    );
+    assert_eq!(upstream.requests(&key), 1, "one fill served both");
+    assert!(slow_reader.join().unwrap() < nar.len());
+}
