@@ -788,3 +788,83 @@ fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
         );
     }
 }
+
+/// Every entry the index lists has its NAR blob in the registry.
+fn assert_index_consistent(store: &str) -> usize {
+    let c = client(store);
+    let mut reader = IndexReader::new(Arc::clone(&c));
+    rt().block_on(async {
+        reader.refresh().await.unwrap();
+        let index = reader.index();
+        for e in index.entries() {
+            let blob = index
+                .nar_blob(&e.nar_url)
+                .expect("every entry's URL maps to a blob");
+            assert!(
+                c.blob_exists(&blob.digest).await.unwrap(),
+                "{} is listed but its blob {} is missing",
+                e.store_path,
+                blob.digest
+            );
+        }
+        index.len()
+    })
+}
+
+#[test]
+fn a_push_killed_at_any_moment_leaves_the_cache_consistent() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("team/interrupted");
+    let (sk, public) = keys(&env);
+    // Several paths with NARs of a few MB, so a push takes a moment.
+    let mut paths = Vec::new();
+    for i in 0..6 {
+        paths.push(env.build(
+            &format!("narbor-interrupt-{i}"),
+            &format!(
+                "/bin/mkdir $out; /usr/bin/head -c {} /dev/urandom > $out/data",
+                3_000_000 + i * 1000
+            ),
+            &[],
+        ));
+    }
+    for delay_ms in [50u64, 150, 300, 500, 800, 1200] {
+        let mut child = push_cmd(&env, &store)
+            .args([
+                "--no-skip",
+                "--compression",
+                "none",
+                "--jobs",
+                "1",
+                "--key-file",
+            ])
+            .arg(&sk)
+            .args(&paths)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        assert_index_consistent(&store);
+    }
+    // A push that is let finish completes the cache, whatever came before.
+    run_ok(
+        push_cmd(&env, &store)
+            .args(["--no-skip", "--key-file"])
+            .arg(&sk)
+            .args(&paths),
+    );
+    assert_eq!(assert_index_consistent(&store), paths.len());
+    let narbor = serve_oci(&env.path("serve"), &store, &[]);
+    wait_for_entries(&narbor, paths.len() as u64);
+    run_ok(
+        env.cmd("nix")
+            .args(["copy", "--from", &narbor.url(), "--to"])
+            .arg(format!("local?root={}", env.path("fresh").display()))
+            .args(["--option", "trusted-public-keys", &public])
+            .args(&paths),
+    );
+}
