@@ -88,7 +88,8 @@ mkdir -p "$BENCH_RESULTS/raw"
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-command_line="scripts/bench.sh${smoke:+ --smoke}${rows:+ --rows \"$rows\"}"
+command_line="scripts/bench.sh${smoke:+ --smoke}"
+[ -n "$full" ] || [ "$rows" = "1 2 3 4 5 6 7 8" ] || command_line+=" --rows \"$rows\""
 {
   echo "command: $command_line"
   echo "cores: $(nproc) ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"
