@@ -56,6 +56,12 @@ seed_objects() {
     "$SEED" "$OBJECTS_DIR/cache" "$OBJECTS" > "$OBJECTS_DIR/key.tmp"
     mv "$OBJECTS_DIR/key.tmp" "$OBJECTS_DIR/key"
   fi
+  if [ -z "${OBJECTS_OPENED:-}" ]; then
+    # One open first, not measured: a store written by an older narbor is
+    # migrated (its metadata table built) at its first open.
+    narbor_first_hit_rss "$OBJECTS_DIR/cache" "$(cat "$OBJECTS_DIR/key")" > /dev/null
+    OBJECTS_OPENED=1
+  fi
 }
 
 # narbor_first_hit_rss CACHE_DIR KEY: starts narbor --no-upstream on the store,
