@@ -82,6 +82,17 @@ wait_http() {
   die "nothing answered $want on 127.0.0.1:$port$path within 20 s"
 }
 
+# CPU time (user + system, ms) used so far by a process and its children
+# (nginx's workers), from /proc.
+tree_cpu_ms() {
+  local pid total=0 tick
+  tick=$(getconf CLK_TCK)
+  for pid in "$1" $(pgrep -P "$1"); do
+    total=$((total + $(awk -v t="$tick" '{printf "%d", ($14 + $15) * 1000 / t}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
 # Peak and current RSS (KiB) of a process, from /proc.
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }

@@ -80,6 +80,10 @@ fi
 log "building narbor (release)"
 cargo build --release -q --locked -p narbor --bin narbor
 cargo build --release -q --locked -p narbor-store --example seed
+# Copies, so that a rebuild while the benchmark runs cannot change what it measures.
+mkdir -p "$BENCH_WORK/bin"
+cp target/release/narbor target/release/examples/seed "$BENCH_WORK/bin/"
+NARBOR=$BENCH_WORK/bin/narbor SEED=$BENCH_WORK/bin/seed
 
 mkdir -p "$BENCH_WORK/run"
 rm -rf "$BENCH_RESULTS/raw" "$BENCH_RESULTS"/{summary,targets,pending}.tsv

@@ -21,11 +21,19 @@ wrk_mib() {
   }'
 }
 
-# run_wrk OUT CONNECTIONS URL: wrk in its own process, bounded by DURATION.
+# run_wrk OUT CONNECTIONS URL [PID]: wrk in its own process, bounded by
+# DURATION. With the server's PID, sets CPU_US_PER_REQ: the server's CPU time
+# (all its processes) per completed request, which the machine's noise moves
+# far less than throughput.
 run_wrk() {
+  local cpu0=
+  [ -z "${4:-}" ] || cpu0=$(tree_cpu_ms "$4")
   timeout $((DURATION + 30)) wrk -t2 -c"$2" -d"${DURATION}s" --timeout 10s --latency "$3" > "$1" 2>&1 \
     || die "wrk failed: $(cat "$1")"
   if grep -q "Non-2xx" "$1"; then die "non-2xx answers in $1"; fi
+  if [ -n "$cpu0" ]; then
+    CPU_US_PER_REQ=$(awk -v c=$(($(tree_cpu_ms "$4") - cpu0)) '/ requests in / {printf "%.1f", c * 1000 / $1}' "$1")
+  fi
 }
 
 row_1() {
@@ -34,8 +42,9 @@ row_1() {
   for run in $(seq "$RUNS"); do
     for sys in "${SYSTEMS[@]}"; do
       out=$BENCH_RESULTS/raw/row1-$sys-$run.txt
-      run_wrk "$out" 64 "http://127.0.0.1:${WARM_PORT[$sys]}$NARINFO"
+      run_wrk "$out" 64 "http://127.0.0.1:${WARM_PORT[$sys]}$NARINFO" "${WARM_PID[$sys]}"
       record 1 "narinfo req/s" "$sys" "$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+      record 1 "server CPU µs / request" "$sys" "$CPU_US_PER_REQ"
       record 1 "narinfo p99 ms" "$sys" "$(wrk_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
     done
   done
