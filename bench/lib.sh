@@ -98,6 +98,14 @@ peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # ---- results ----------------------------------------------------------------
+# Folds a directory of per-client outputs into one file DIR.txt (a line per
+# client: its file name, then its output), so the results stay a few files.
+fold_dir() {
+  local f
+  for f in "$1"/*; do printf '%s %s\n' "$(basename "$f" .txt)" "$(cat "$f")"; done > "$1.txt"
+  rm -rf "$1"
+}
+
 # One line per measurement: row, metric, system, value.
 record() {
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$BENCH_RESULTS/summary.tsv"

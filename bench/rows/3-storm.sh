@@ -50,6 +50,7 @@ row_3() {
       record 3 "storm: upstream bytes / object" "$sys" \
         "$(awk -v b="$(upstream_bytes_since "$mark")" -v o=$((STORM_NAR_MB * 1048576)) 'BEGIN {printf "%.2f", b / o}')"
       stop_system
+      fold_dir "$dir"
     done
   done
 }

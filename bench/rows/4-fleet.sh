@@ -21,6 +21,11 @@ row_4() {
       for i in "${pids[@]}"; do
         wait "$i" || die "a nix copy through $sys failed: see $BENCH_RESULTS/raw/row4-$sys-$run-client-*.txt"
       done
+      for i in $(seq "$FLEET_CLIENTS"); do
+        echo "== client $i"
+        cat "$BENCH_RESULTS/raw/row4-$sys-$run-client-$i.txt"
+        rm "$BENCH_RESULTS/raw/row4-$sys-$run-client-$i.txt"
+      done > "$BENCH_RESULTS/raw/row4-$sys-$run.txt"
       record 4 "fleet wall s" "$sys" "$(awk -v ms="$(ms_since "$start")" 'BEGIN {printf "%.2f", ms / 1000}')"
       # The upstream's NARs include the synthetic ones, which no client asks
       # for: count against the closure's own NAR bytes.

@@ -36,6 +36,7 @@ row_5() {
       record 5 "peak RSS MiB, $MEM_DOWNLOADS downloads" "$sys" \
         "$(awk -v k="$(tree_peak_kib "$SYS_PID")" 'BEGIN {printf "%.1f", k / 1024}')"
       stop_system
+      fold_dir "$dir"
     done
   done
   # Resident memory with OBJECTS objects, against an empty store.
