@@ -41,7 +41,9 @@
 //! crash. A crash between the rename and the commit leaves a file without an
 //! entry: it is never served, and [`DiskStore::sweep_orphans`] deletes it.
 //! Removal goes the other way: index commit first, then unlink, so a reader that
-//! already holds the file keeps reading it.
+//! already holds the file keeps reading it. An entry's `objects` value and its
+//! `meta` header are written and removed in the same transaction, so a crash
+//! never leaves one without the other.
 //!
 //! Last-access times are kept in memory and written by
 //! [`DiskStore::flush_access_times`]; a crash loses only the accesses since the
