@@ -74,9 +74,9 @@ free_port() {
 
 # Waits (at most 20 s) until http://127.0.0.1:$1$2 answers with status $3 (default 200).
 wait_http() {
-  local port=$1 path=${2:-/nix-cache-info} want=${3:-200} i
-  for i in $(seq 2000); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path")" = "$want" ] && return 0
+  local port=$1 path=${2:-/nix-cache-info} want=${3:-200} deadline=$(($(now_ns) + 20000000000))
+  while [ "$(now_ns)" -lt "$deadline" ]; do
+    [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$path")" = "$want" ] && return 0
     sleep 0.01
   done
   die "nothing answered $want on 127.0.0.1:$port$path within 20 s"
@@ -340,7 +340,7 @@ SYSTEMS=(narbor nginx-module nginx-tuned)
 
 # The x-cache-status a system answers for a path.
 cache_status() {
-  curl -s -o /dev/null -D - "http://127.0.0.1:$1$2" | awk -F': *' 'tolower($1) == "x-cache-status" {gsub(/\r/, "", $2); print $2}'
+  curl -s --max-time 600 -o /dev/null -D - "http://127.0.0.1:$1$2" | awk -F': *' 'tolower($1) == "x-cache-status" {gsub(/\r/, "", $2); print $2}'
 }
 # Fetches a path until the system answers it from its cache (at most 5 tries).
 warm() {

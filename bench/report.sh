@@ -63,6 +63,9 @@ FILENAME ~ /pending.tsv$/ { pend[$1] = $2; next }
   if (!(k in seen)) { seen[k] = 1; order[++n] = k; rows[$1] = 1 }
   vals[k SUBSEP $3] = vals[k SUBSEP $3] " " $4
   runs[k SUBSEP $3]++
+  # The n-th figure of each system comes from the same run (the systems take
+  # turns within a run): pair them for a per-run ratio.
+  nth[k SUBSEP $3 SUBSEP runs[k SUBSEP $3]] = $4
 }
 END {
   title[1] = "1. Warm narinfo hits, 64 connections"
@@ -78,8 +81,8 @@ END {
     if (!(r in rows) && !(r in pend)) continue
     print "### " title[r] "\n"
     if (r in pend) { print "Not measured: " pend[r] ".\n"; continue }
-    print "| metric | narbor | nginx module | nginx tuned | static | narbor / tuned | target | met |"
-    print "|---|---|---|---|---|---|---|---|"
+    print "| metric | narbor | nginx module | nginx tuned | static | narbor / tuned | per run | target | met |"
+    print "|---|---|---|---|---|---|---|---|---|"
     for (i = 1; i <= n; i++) {
       k = order[i]; split(k, kk, SUBSEP); if (kk[1] != r) continue
       line = "| " kk[2]
@@ -91,6 +94,11 @@ END {
       }
       ratio = (med["narbor"] != "" && med["nginx-tuned"] + 0 != 0) ? med["narbor"] / med["nginx-tuned"] : ""
       line = line " | " ((ratio == "") ? "–" : sprintf("%.2f", ratio))
+      paired = ""
+      for (j = 1; (k SUBSEP "narbor" SUBSEP j) in nth && (k SUBSEP "nginx-tuned" SUBSEP j) in nth; j++)
+        if (nth[k SUBSEP "nginx-tuned" SUBSEP j] + 0 != 0)
+          paired = paired " " nth[k SUBSEP "narbor" SUBSEP j] / nth[k SUBSEP "nginx-tuned" SUBSEP j]
+      line = line " | " ((j > 2 && paired != "") ? sprintf("%.2f", median(paired)) : "–")
       tk = kind[k]; tw = want[k]; met = ""; tt = "–"
       if (tk == "ratio_ge") { tt = "≥ " tw " × tuned"; met = (ratio != "" && ratio >= tw) ? "yes" : "**no**" }
       else if (tk == "le") { tt = "≤ " tw; met = (med["narbor"] != "" && med["narbor"] + 0 <= tw) ? "yes" : "**no**" }
@@ -106,7 +114,10 @@ Figures in parentheses are the number of runs a median is taken over. Units are
 in the metric names: MiB/s counts response bodies as `wrk` reads them; "upstream
 bytes / object" is the NAR bytes the upstream sent divided by the object's size
 (1.00: fetched once); "narbor / tuned" divides narbor's median by the tuned
-nginx's, whichever direction is better for the metric.
+nginx's, whichever direction is better for the metric; "per run" is the median
+of that ratio taken run by run (each run measures the systems back to back, so
+this pairs figures taken under similar load). The "met" column judges the
+ratio of medians.
 EOF
 if [ -f "$dir/notes.md" ]; then
   echo

@@ -75,10 +75,9 @@ narbor_first_hit_rss() {
   spawn /dev/null "$NARBOR" serve --no-upstream --cache-dir "$1" --listen "127.0.0.1:$port"
   pid=$LAST_PID
   if [ -n "$2" ]; then
-    local i
-    for i in $(seq 4000); do
-      [ "$(curl -s -o /dev/null -w '%{http_code} %header{x-cache-status}' "http://127.0.0.1:$port/$2" 2>/dev/null)" = "200 HIT" ] && break
-      [ "$i" = 4000 ] && die "narbor did not serve $2 within 20 s"
+    local deadline=$((start + 60000000000))
+    until [ "$(curl -s --max-time 2 -o /dev/null -w '%{http_code} %header{x-cache-status}' "http://127.0.0.1:$port/$2" 2>/dev/null)" = "200 HIT" ]; do
+      [ "$(now_ns)" -lt "$deadline" ] || die "narbor did not serve $2 within 60 s"
       sleep 0.005
     done
   else
