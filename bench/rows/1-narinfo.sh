@@ -26,13 +26,16 @@ wrk_mib() {
 # (all its processes) per completed request, which the machine's noise moves
 # far less than throughput.
 run_wrk() {
-  local cpu0=
+  local cpu0= TIMEFORMAT='wrk-cpu-seconds %U %S'
   [ -z "${4:-}" ] || cpu0=$(tree_cpu_ms "$4")
-  timeout $((DURATION + 30)) wrk -t2 -c"$2" -d"${DURATION}s" --timeout 10s --latency "$3" > "$1" 2>&1 \
+  { time timeout $((DURATION + 30)) wrk -t2 -c"$2" -d"${DURATION}s" --timeout 10s --latency "$3" > "$1" 2>&1; } 2>> "$1" \
     || die "wrk failed: $(cat "$1")"
   if grep -q "Non-2xx" "$1"; then die "non-2xx answers in $1"; fi
   if [ -n "$cpu0" ]; then
     CPU_US_PER_REQ=$(awk -v c=$(($(tree_cpu_ms "$4") - cpu0)) '/ requests in / {printf "%.1f", c * 1000 / $1}' "$1")
+    # The load generator's own CPU time per request: with the server's, what
+    # one request costs the machine.
+    WRK_US_PER_REQ=$(awk '/ requests in / {r = $1} /^wrk-cpu-seconds/ {c = $2 + $3} END {printf "%.1f", c * 1e6 / r}' "$1")
   fi
 }
 
@@ -45,6 +48,7 @@ row_1() {
       run_wrk "$out" 64 "http://127.0.0.1:${WARM_PORT[$sys]}$NARINFO" "${WARM_PID[$sys]}"
       record 1 "narinfo req/s" "$sys" "$(awk '/^Requests\/sec:/ {print $2}' "$out")"
       record 1 "server CPU µs / request" "$sys" "$CPU_US_PER_REQ"
+      record 1 "wrk CPU µs / request" "$sys" "$WRK_US_PER_REQ"
       record 1 "narinfo p99 ms" "$sys" "$(wrk_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
     done
   done
