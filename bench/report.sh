@@ -16,7 +16,7 @@ Written by \`$(field command)\`; the raw outputs are in \`bench/results/\`
 
 ## Machine
 
-- $(field cores) cores, $(field memory), $(field kernel)
+- cores: $(field cores); memory: $(field memory); kernel: $(field kernel)
 - $(field nginx)
 - narbor at $(field narbor)
 - $(field started); $(field finished); $(field elapsed)
