@@ -19,7 +19,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 /// What a NAR fill has done so far.
@@ -135,29 +135,45 @@ fn readable(state: &FillState) -> Option<(Arc<File>, u64, bool)> {
 const CHUNK: u64 = 256 * 1024;
 
 /// Reads up to `max` bytes at `offset` without blocking the async workers.
-pub async fn read_chunk(file: Arc<File>, offset: u64, max: u64) -> std::io::Result<Bytes> {
+///
+/// The bytes land in `buf`, which the caller passes from one chunk to the
+/// next: once the previous chunk has been written to the socket and dropped,
+/// its allocation is reused, so a transfer holds about two chunks however long
+/// it runs, and the memory is allocated here, on the async worker, not in the
+/// blocking pool's many malloc arenas.
+pub async fn read_chunk(
+    file: Arc<File>,
+    offset: u64,
+    max: u64,
+    mut buf: BytesMut,
+) -> std::io::Result<(Bytes, BytesMut)> {
     let len = max.min(CHUNK) as usize;
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len];
+    buf.clear();
+    buf.reserve(len);
+    buf.resize(len, 0);
+    let (filled, mut buf) = tokio::task::spawn_blocking(move || {
         let mut filled = 0;
         while filled < len {
-            let n = file.read_at(&mut buf[filled..], offset + filled as u64)?;
-            if n == 0 {
-                break;
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => return (Err(e), buf),
             }
-            filled += n;
         }
-        if filled == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "object shorter than recorded",
-            ));
-        }
-        buf.truncate(filled);
-        Ok(Bytes::from(buf))
+        (Ok(filled), buf)
     })
     .await
-    .map_err(std::io::Error::other)?
+    .map_err(std::io::Error::other)?;
+    let filled = filled?;
+    if filled == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "object shorter than recorded",
+        ));
+    }
+    buf.truncate(filled);
+    let chunk = buf.split().freeze();
+    Ok((chunk, buf))
 }
 
 /// The body of a client following a NAR fill: bytes as they become readable,
@@ -165,8 +181,9 @@ pub async fn read_chunk(file: Arc<File>, offset: u64, max: u64) -> std::io::Resu
 pub fn follow_body(
     rx: watch::Receiver<FillState>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
-    futures_util::stream::unfold(Some((rx, 0u64)), |state| async move {
-        let (mut rx, offset) = state?;
+    let initial = (rx, 0u64, BytesMut::new());
+    futures_util::stream::unfold(Some(initial), |state| async move {
+        let (mut rx, offset, buf) = state?;
         loop {
             let snapshot = rx.borrow_and_update().clone();
             if let FillState::Failed(reason) = &snapshot {
@@ -175,10 +192,10 @@ pub fn follow_body(
             }
             if let Some((reader, limit, done)) = readable(&snapshot) {
                 if offset < limit {
-                    return match read_chunk(reader, offset, limit - offset).await {
-                        Ok(chunk) => {
+                    return match read_chunk(reader, offset, limit - offset, buf).await {
+                        Ok((chunk, buf)) => {
                             let next = offset + chunk.len() as u64;
-                            Some((Ok(chunk), Some((rx, next))))
+                            Some((Ok(chunk), Some((rx, next, buf))))
                         }
                         Err(e) => Some((Err(e), None)),
                     };
@@ -201,17 +218,17 @@ pub fn file_body(
     start: u64,
     end: u64,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
-    futures_util::stream::unfold(Some(start), move |offset| {
+    futures_util::stream::unfold(Some((start, BytesMut::new())), move |state| {
         let file = Arc::clone(&file);
         async move {
-            let offset = offset?;
+            let (offset, buf) = state?;
             if offset >= end {
                 return None;
             }
-            match read_chunk(file, offset, end - offset).await {
-                Ok(chunk) => {
+            match read_chunk(file, offset, end - offset, buf).await {
+                Ok((chunk, buf)) => {
                     let next = offset + chunk.len() as u64;
-                    Some((Ok(chunk), Some(next)))
+                    Some((Ok(chunk), Some((next, buf))))
                 }
                 Err(e) => Some((Err(e), None)),
             }

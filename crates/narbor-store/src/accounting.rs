@@ -36,12 +36,20 @@ pub(crate) fn stamp_secs(stamp: u64) -> u64 {
 /// The accounts of one store. Not synchronised: `disk` wraps it in a mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Accounting {
-    entries: HashMap<Box<str>, Meta>,
+    /// FxHash, not SipHash: keys are cache paths named by hashes that the
+    /// upstream (not the client) chose, and hashing a million of them at open
+    /// was the largest cost of a restart.
+    entries: HashMap<Box<str>, Meta, rustc_hash::FxBuildHasher>,
     total: u64,
     last_stamp: u64,
 }
 
 impl Accounting {
+    /// Makes room for `additional` more entries without rehashing.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// Records an entry read from the index at open.
     pub fn load(&mut self, key: &str, kind: EntryKind, size: u64, last_access_secs: u64) {
         let stamp = last_access_secs.saturating_mul(NANOS_PER_SEC);

@@ -25,7 +25,7 @@ use tracing::warn;
 
 use crate::disk::{sync_dir, Inner};
 use crate::error::{io_err, IndexResult};
-use crate::index::{self, Record, OBJECTS};
+use crate::index::{self, Record, META, OBJECTS};
 use crate::{key, EntryKind, IntegrityCheck, StoreError};
 
 /// A blob being written. Not visible until [`BlobWriter::commit`]; dropped
@@ -193,12 +193,16 @@ fn publish(store: &Inner, key: &str, temp: &Path, size: u64) -> Result<(), Store
     // The rename must be on disk before the index says the file exists.
     sync_dir(shard)?;
     let now = store.now();
-    let encoded = Record::blob(size, index::unix_secs(now)).encode();
+    let record = Record::blob(size, index::unix_secs(now));
     let op = store.index_op("commit blob", Some(key));
     let indexed = store.db.begin_write().ctx(op).and_then(|txn| {
         txn.open_table(OBJECTS)
             .ctx(op)?
-            .insert(key, encoded.as_slice())
+            .insert(key, record.encode().as_slice())
+            .ctx(op)?;
+        txn.open_table(META)
+            .ctx(op)?
+            .insert(key, record.encode_header().as_slice())
             .ctx(op)?;
         txn.commit().ctx(op)
     });

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::accounting::{self, Accounting};
 use crate::error::{io_err, IndexOp, IndexResult};
-use crate::index::{self, Record, OBJECTS};
+use crate::index::{self, Record, META, OBJECTS};
 use crate::{key, BlobWriter, Document, EntryInfo, EntryKind, StoreConfig, StoreError, StoreStats};
 
 /// The redb page cache. Documents are read through it; entry metadata is also
@@ -159,13 +159,17 @@ impl DiskStore {
         let inner = &self.inner;
         let guard = inner.lock_mutate();
         let now = inner.now();
-        let encoded = Record::document(body, index::unix_secs(now)).encode();
+        let record = Record::document(body, index::unix_secs(now));
         let op = inner.index_op("put document", Some(key));
         let txn = inner.db.begin_write().ctx(op)?;
         let old_kind = {
             let mut table = txn.open_table(OBJECTS).ctx(op)?;
-            let old = table.insert(key, encoded.as_slice()).ctx(op)?;
-            old.map(|old| Record::decode(key, old.value()).map(|r| r.kind).ok())
+            let old = table.insert(key, record.encode().as_slice()).ctx(op)?;
+            let old_kind = old.map(|old| Record::decode(key, old.value()).map(|r| r.kind).ok());
+            let mut meta = txn.open_table(META).ctx(op)?;
+            meta.insert(key, record.encode_header().as_slice())
+                .ctx(op)?;
+            old_kind
         };
         txn.commit().ctx(op)?;
         inner.accounts().insert(
@@ -198,9 +202,12 @@ impl DiskStore {
         let mut replaced_blobs = Vec::new();
         {
             let mut table = txn.open_table(OBJECTS).ctx(op)?;
+            let mut meta = txn.open_table(META).ctx(op)?;
             for (key, body) in docs {
-                let encoded = Record::document(body, index::unix_secs(now)).encode();
-                let old = table.insert(*key, encoded.as_slice()).ctx(op)?;
+                let record = Record::document(body, index::unix_secs(now));
+                meta.insert(*key, record.encode_header().as_slice())
+                    .ctx(op)?;
+                let old = table.insert(*key, record.encode().as_slice()).ctx(op)?;
                 let old_kind = old.map(|old| Record::decode(key, old.value()).map(|r| r.kind).ok());
                 if matches!(old_kind, Some(k) if k != Some(EntryKind::Document)) {
                     replaced_blobs.push(*key);
@@ -315,9 +322,9 @@ impl DiskStore {
         Ok(removed)
     }
 
-    /// Writes the in-memory access times that changed to the index, in one
-    /// transaction. Call it periodically and on shutdown; dropping the store
-    /// does not.
+    /// Writes the in-memory access times that changed to the index's `meta`
+    /// table (headers only, never document bodies), in one transaction. Call
+    /// it periodically and on shutdown; dropping the store does not.
     pub fn flush_access_times(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         let _guard = inner.lock_mutate();
@@ -328,13 +335,13 @@ impl DiskStore {
         let op = inner.index_op("flush access times", None);
         let txn = inner.db.begin_write().ctx(op)?;
         {
-            let mut table = txn.open_table(OBJECTS).ctx(op)?;
+            let mut table = txn.open_table(META).ctx(op)?;
             for (key, stamp) in &dirty {
                 let Some(mut value) = table.get(key.as_str()).ctx(op)?.map(|v| v.value().to_vec())
                 else {
                     continue;
                 };
-                if Record::decode(key, &value).is_ok() {
+                if Record::decode_header(key, &value).is_ok() {
                     index::set_last_access(&mut value, accounting::stamp_secs(*stamp));
                     table.insert(key.as_str(), value.as_slice()).ctx(op)?;
                 }
@@ -374,12 +381,12 @@ impl DiskStore {
         let inner = &self.inner;
         let op = inner.index_op("list entries", None);
         let txn = inner.db.begin_read().ctx(op)?;
-        let table = txn.open_table(OBJECTS).ctx(op)?;
+        let table = txn.open_table(META).ctx(op)?;
         let mut entries = Vec::with_capacity(usize::try_from(table.len().ctx(op)?).unwrap_or(0));
         for item in table.iter().ctx(op)? {
             let (key, value) = item.ctx(op)?;
             let key = key.value();
-            let record = Record::decode(key, value.value())?;
+            let record = Record::decode_header(key, value.value())?;
             entries.push(EntryInfo {
                 key: key.to_owned(),
                 kind: record.kind,
@@ -442,38 +449,6 @@ impl Inner {
         self.accounts().touch(key, now);
     }
 
-    /// Reads the index into the accounts; drops entries that do not decode.
-    fn load(&self) -> Result<(), StoreError> {
-        let op = self.index_op("load", None);
-        // Creates the table in a new store, so reads never meet a missing table.
-        let txn = self.db.begin_write().ctx(op)?;
-        txn.open_table(OBJECTS).ctx(op)?;
-        txn.commit().ctx(op)?;
-
-        let mut corrupt = Vec::new();
-        {
-            let mut accounts = self.accounts();
-            let txn = self.db.begin_read().ctx(op)?;
-            let table = txn.open_table(OBJECTS).ctx(op)?;
-            for item in table.iter().ctx(op)? {
-                let (key, value) = item.ctx(op)?;
-                let key = key.value();
-                match Record::decode(key, value.value()) {
-                    Ok(r) => accounts.load(key, r.kind, r.size, r.last_access),
-                    Err(e) => {
-                        warn!(error = %e, "dropping an index entry that does not decode");
-                        corrupt.push(key.to_owned());
-                    }
-                }
-            }
-        }
-        if !corrupt.is_empty() {
-            let guard = self.lock_mutate();
-            self.remove_locked(&guard, &corrupt)?;
-        }
-        Ok(())
-    }
-
     /// A copy of the index value of `key`.
     fn read_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let op = self.index_op("read", Some(key));
@@ -514,7 +489,7 @@ impl Inner {
     /// Removes `keys` from the index in one transaction, then from the
     /// accounts, then deletes their files. Returns the keys that were stored.
     /// The caller holds `mutate` (the guard proves it).
-    fn remove_locked(
+    pub(crate) fn remove_locked(
         &self,
         _mutating: &MutexGuard<'_, ()>,
         keys: &[String],
@@ -528,7 +503,9 @@ impl Inner {
         let mut removed: Vec<(&str, bool)> = Vec::with_capacity(keys.len());
         {
             let mut table = txn.open_table(OBJECTS).ctx(op)?;
+            let mut meta = txn.open_table(META).ctx(op)?;
             for key in keys {
+                meta.remove(key.as_str()).ctx(op)?;
                 if let Some(old) = table.remove(key.as_str()).ctx(op)? {
                     let kind = Record::decode(key, old.value()).map(|r| r.kind).ok();
                     removed.push((key, kind != Some(EntryKind::Document)));

@@ -1,6 +1,6 @@
-//! The redb index's table and the fixed binary encoding of its values.
+//! The redb index's tables and the fixed binary encoding of their values.
 //!
-//! One table, `objects`, maps a key to:
+//! Table `objects` maps a key to:
 //!
 //! ```text
 //! [version u8 = 1][kind u8: 0 document, 1 blob][size u64 LE][stored_at u64 LE][last_access u64 LE][body]
@@ -10,6 +10,13 @@
 //! `size == body.len()`) and empty for a blob, whose bytes live in a file. A
 //! fixed layout instead of a serde format: 26 bytes, no dependency, and
 //! `last_access` can be patched in place when access times are flushed.
+//!
+//! Table `meta` maps the same keys to the same 26-byte header without the body.
+//! It is what the store reads at open and patches when it flushes access times,
+//! so neither touches document bodies. Every write changes both tables in one
+//! transaction; `meta`'s `last_access` is the one that counts (the copy in
+//! `objects` is the time of the write). A store written before `meta` existed
+//! gets it built at its first open (see `disk`).
 //!
 //! This module only encodes and decodes; transactions live in `disk`.
 
@@ -21,6 +28,9 @@ use crate::{EntryKind, StoreError};
 
 /// The only table: key -> encoded entry.
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+
+/// key -> the header of the key's `objects` value (no body).
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The encoding version this code writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -81,8 +91,57 @@ impl<'a> Record<'a> {
         out
     }
 
+    /// The header alone: the value of the `meta` table.
+    pub fn encode_header(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0] = FORMAT_VERSION;
+        out[1] = match self.kind {
+            EntryKind::Document => KIND_DOCUMENT,
+            EntryKind::Blob => KIND_BLOB,
+        };
+        out[2..10].copy_from_slice(&self.size.to_le_bytes());
+        out[10..18].copy_from_slice(&self.stored_at.to_le_bytes());
+        out[LAST_ACCESS_AT..].copy_from_slice(&self.last_access.to_le_bytes());
+        out
+    }
+
+    /// Decodes a `meta` value: a header, and nothing after it.
+    pub fn decode_header(key: &str, bytes: &'a [u8]) -> Result<Self, StoreError> {
+        if bytes.len() != HEADER_LEN {
+            return Err(StoreError::Corrupt {
+                key: key.to_owned(),
+                reason: format!("metadata of {} bytes, not {HEADER_LEN}", bytes.len()),
+            });
+        }
+        let mut record = Self::decode_any(key, bytes)?;
+        record.body = &[];
+        Ok(record)
+    }
+
     /// Decodes the value stored under `key` (the key is only used in errors).
     pub fn decode(key: &str, bytes: &'a [u8]) -> Result<Self, StoreError> {
+        let record = Self::decode_any(key, bytes)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason,
+        };
+        let body = record.body;
+        match record.kind {
+            EntryKind::Document if record.size != body.len() as u64 => Err(corrupt(format!(
+                "document size {} but body of {} bytes",
+                record.size,
+                body.len()
+            ))),
+            EntryKind::Blob if !body.is_empty() => Err(corrupt(format!(
+                "blob with a {}-byte inline body",
+                body.len()
+            ))),
+            _ => Ok(record),
+        }
+    }
+
+    /// The header's fields and whatever follows it, unchecked against each other.
+    fn decode_any(key: &str, bytes: &'a [u8]) -> Result<Self, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             key: key.to_owned(),
             reason,
@@ -98,25 +157,13 @@ impl<'a> Record<'a> {
             KIND_BLOB => EntryKind::Blob,
             other => return Err(corrupt(format!("unknown kind {other}"))),
         };
-        let record = Record {
+        Ok(Record {
             kind,
             size: u64_at(header, 2),
             stored_at: u64_at(header, 10),
             last_access: u64_at(header, LAST_ACCESS_AT),
             body,
-        };
-        match kind {
-            EntryKind::Document if record.size != body.len() as u64 => Err(corrupt(format!(
-                "document size {} but body of {} bytes",
-                record.size,
-                body.len()
-            ))),
-            EntryKind::Blob if !body.is_empty() => Err(corrupt(format!(
-                "blob with a {}-byte inline body",
-                body.len()
-            ))),
-            _ => Ok(record),
-        }
+        })
     }
 }
 
@@ -190,6 +237,18 @@ mod tests {
         let record = Record::decode("k", &bytes).unwrap();
         assert_eq!((record.stored_at, record.last_access), (5, 42));
         assert_eq!(record.body, b"body");
+    }
+
+    #[test]
+    fn header_is_the_value_without_its_body() {
+        let record = Record::document(b"StorePath: /nix/store/x\n", 1_700_000_000);
+        let header = record.encode_header();
+        assert_eq!(header[..], record.encode()[..HEADER_LEN]);
+        let decoded = Record::decode_header("k", &header).unwrap();
+        assert_eq!((decoded.kind, decoded.size), (record.kind, record.size));
+        assert!(decoded.body.is_empty());
+        let err = Record::decode_header("the-key", &record.encode()).unwrap_err();
+        assert!(err.to_string().contains("the-key"), "{err}");
     }
 
     #[test]
