@@ -196,28 +196,8 @@ fn push_a_closure_substitute_it_into_a_fresh_store_and_push_again_for_nothing() 
     let narbor = serve_oci(&env.path("serve-cache"), &store, &[]);
     wait_for_entries(&narbor, 2);
     let root = env.path("fresh");
-    run_ok(
-        env.cmd("nix")
-            .args(["copy", "--from", &narbor.url()])
-            .arg("--to")
-            .arg(format!("local?root={}", root.display()))
-            .args(["--option", "trusted-public-keys", &public])
-            .arg(&app),
-    );
-    run_ok(
-        env.cmd("nix")
-            .args([
-                "store",
-                "verify",
-                "--recursive",
-                "--sigs-needed",
-                "1",
-                "--store",
-            ])
-            .arg(format!("local?root={}", root.display()))
-            .args(["--option", "trusted-public-keys", &public])
-            .arg(&app),
-    );
+    let got = env.substitute(&narbor.url(), &root, &public, &[&app], &[]);
+    assert_eq!(got, want, "the whole closure arrived");
     let fresh_link = root.join(app.strip_prefix("/").unwrap()).join("run");
     assert!(std::fs::symlink_metadata(&fresh_link)
         .unwrap()
@@ -777,16 +757,14 @@ fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
     );
 
     // And the real Nix client substitutes both closures from it.
-    let root = env.path("fresh");
-    for path in [&first, &second] {
-        run_ok(
-            env.cmd("nix")
-                .args(["copy", "--from", &narbor.url(), "--to"])
-                .arg(format!("local?root={}", root.display()))
-                .args(["--option", "trusted-public-keys", &public])
-                .arg(path),
-        );
-    }
+    let got = env.substitute(
+        &narbor.url(),
+        &env.path("fresh"),
+        &public,
+        &[&first, &second],
+        &[],
+    );
+    assert_eq!(got.len(), 4, "both closures: {got:?}");
 }
 
 /// Every entry the index lists has its NAR blob in the registry.
@@ -860,11 +838,7 @@ fn a_push_killed_at_any_moment_leaves_the_cache_consistent() {
     assert_eq!(assert_index_consistent(&store), paths.len());
     let narbor = serve_oci(&env.path("serve"), &store, &[]);
     wait_for_entries(&narbor, paths.len() as u64);
-    run_ok(
-        env.cmd("nix")
-            .args(["copy", "--from", &narbor.url(), "--to"])
-            .arg(format!("local?root={}", env.path("fresh").display()))
-            .args(["--option", "trusted-public-keys", &public])
-            .args(&paths),
-    );
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let got = env.substitute(&narbor.url(), &env.path("fresh"), &public, &refs, &[]);
+    assert_eq!(got, sorted_paths(&refs));
 }

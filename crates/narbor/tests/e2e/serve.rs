@@ -162,40 +162,11 @@ fn nix_copies_a_closure_through_narbor_then_from_its_store_alone() {
     let narbor = NarborServer::start(&env.path("narbor"), &["--upstream", &upstream.url()]);
 
     let copy_into = |root: &Path| {
-        run_ok(
-            env.cmd("nix")
-                .args(["copy", "--from", &narbor.url(), "--to"])
-                .arg(format!("local?root={}", root.display()))
-                .args(["--option", "trusted-public-keys", &public])
-                .arg(&top),
-        );
-        let out = run_ok(
-            env.cmd("nix")
-                .args(["path-info", "--recursive", "--store"])
-                .arg(format!("local?root={}", root.display()))
-                .arg(&top),
-        );
-        let mut got: Vec<String> = stdout_str(&out).lines().map(str::to_owned).collect();
-        got.sort();
-        let mut want: Vec<String> = [&leaf, &mid, &top]
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        want.sort();
-        assert_eq!(got, want, "the whole closure arrived");
-        run_ok(
-            env.cmd("nix")
-                .args([
-                    "store",
-                    "verify",
-                    "--recursive",
-                    "--sigs-needed",
-                    "1",
-                    "--store",
-                ])
-                .arg(format!("local?root={}", root.display()))
-                .args(["--option", "trusted-public-keys", &public])
-                .arg(&top),
+        let got = env.substitute(&narbor.url(), root, &public, &[&top], &[]);
+        assert_eq!(
+            got,
+            sorted_paths(&[&leaf, &mid, &top]),
+            "the whole closure arrived"
         );
     };
     copy_into(&env.path("fresh-1"));

@@ -320,3 +320,50 @@ impl Drop for NarborServer {
         self.kill9();
     }
 }
+
+impl NixEnv {
+    /// Substitutes `paths` from the binary cache at `url` into a fresh store
+    /// at `root`, with `public` the only trusted key (signatures required),
+    /// then runs `nix store verify` on it. Returns the store paths of the
+    /// closure that arrived, sorted. `extra_env` goes to `nix copy` (e.g.
+    /// `NIX_SSL_CERT_FILE`).
+    pub fn substitute(
+        &self,
+        url: &str,
+        root: &Path,
+        public: &str,
+        paths: &[&Path],
+        extra_env: &[(&str, &str)],
+    ) -> Vec<String> {
+        let store = format!("local?root={}", root.display());
+        run_ok(
+            self.cmd("nix")
+                .envs(extra_env.iter().copied())
+                .args(["copy", "--from", url, "--to", &store])
+                .args(["--option", "trusted-public-keys", public])
+                .args(paths),
+        );
+        run_ok(
+            self.cmd("nix")
+                .args(["store", "verify", "--recursive", "--sigs-needed", "1"])
+                .args(["--store", &store])
+                .args(["--option", "trusted-public-keys", public])
+                .args(paths),
+        );
+        let out = run_ok(
+            self.cmd("nix")
+                .args(["path-info", "--recursive", "--store", &store])
+                .args(paths),
+        );
+        let mut got: Vec<String> = stdout_str(&out).lines().map(str::to_owned).collect();
+        got.sort();
+        got
+    }
+}
+
+/// Paths as sorted strings, to compare with [`NixEnv::substitute`]'s result.
+pub fn sorted_paths(paths: &[&Path]) -> Vec<String> {
+    let mut v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    v.sort();
+    v
+}

@@ -56,31 +56,17 @@ fn nix_substitutes_over_https_with_the_test_ca() {
     let (cert, key) = issue(&pki, &ca, "narbor-nix", KeyKind::Sec1);
     let narbor = TlsNarbor::start(&pki, &cert, &key, &["--upstream", &upstream.url()]);
 
-    let root = env.path("fresh");
-    let store = format!("local?root={}", root.display());
-    run_ok(
-        env.cmd("nix")
-            .env("NIX_SSL_CERT_FILE", &ca.cert)
-            .args(["copy", "--from", &narbor.url(), "--to", &store])
-            .args(["--option", "trusted-public-keys", &public])
-            .arg(&top),
+    let got = env.substitute(
+        &narbor.url(),
+        &env.path("fresh"),
+        &public,
+        &[&top],
+        &[("NIX_SSL_CERT_FILE", ca.cert.to_str().unwrap())],
     );
-    let out = run_ok(
-        env.cmd("nix")
-            .args(["path-info", "--recursive", "--store", &store])
-            .arg(&top),
-    );
-    let mut got: Vec<String> = stdout_str(&out).lines().map(str::to_owned).collect();
-    got.sort();
-    let mut want = vec![leaf.display().to_string(), top.display().to_string()];
-    want.sort();
-    assert_eq!(got, want, "the whole closure arrived over HTTPS");
-    run_ok(
-        env.cmd("nix")
-            .args(["store", "verify", "--recursive", "--sigs-needed", "1"])
-            .args(["--store", &store])
-            .args(["--option", "trusted-public-keys", &public])
-            .arg(&top),
+    assert_eq!(
+        got,
+        sorted_paths(&[&leaf, &top]),
+        "the whole closure arrived over HTTPS"
     );
     assert!(
         upstream.total_requests() >= 4,
