@@ -54,7 +54,8 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Command::Serve(_)) {
-        crate::init_logging("info");
+        // The commands print what people need; libraries speak up only to warn.
+        crate::init_logging("warn,narbor::cli=info");
     }
     match cli.command {
         Command::Keygen(args) => keygen::run(args),

@@ -195,7 +195,8 @@ impl Reporter for Progress {
                     let mut err = std::io::stderr().lock();
                     let _ = write!(
                         err,
-                        "\r\x1b[2K[{}/{}] {} of {} NAR, {} uploaded, {}/s",
+                        "\r\x1b[2K{} {}/{} paths, {} of {} NAR, {} uploaded, {}/s",
+                        bar(s.nar_done, s.nar_total, 24),
                         s.done,
                         s.total,
                         human_bytes(s.nar_done),
@@ -203,6 +204,9 @@ impl Reporter for Progress {
                         human_bytes(s.uploaded),
                         human_bytes(rate as u64)
                     );
+                    if s.done == s.total {
+                        let _ = writeln!(err);
+                    }
                     let _ = err.flush();
                 } else {
                     eprintln!(
@@ -226,5 +230,27 @@ impl Reporter for Progress {
                 eprintln!("wrote index fragment {tag} ({entries} entries)");
             }
         }
+    }
+}
+
+/// `[#########.........]`: `done` of `total`, `width` cells wide.
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 {
+        width
+    } else {
+        ((done.min(total) as u128 * width as u128) / total as u128) as usize
+    };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bar_fills_in_proportion() {
+        assert_eq!(super::bar(0, 100, 10), "[..........]");
+        assert_eq!(super::bar(50, 100, 10), "[#####.....]");
+        assert_eq!(super::bar(100, 100, 10), "[##########]");
+        assert_eq!(super::bar(7, 0, 4), "[####]");
+        assert_eq!(super::bar(200, 100, 4), "[####]");
     }
 }
