@@ -20,6 +20,8 @@ FLEET_CLIENTS=8
 CLOSURE_MB=300
 MEM_DOWNLOADS=64
 OBJECTS=${BENCH_OBJECTS:-1000000} # stored objects for rows 5 and 6
+PUBLISH_PARTS=8    # row 7: paths in the published closure (plus a root)
+PUBLISH_PART_MB=128 # row 7: MiB per path
 
 NARBOR=$PWD/target/release/narbor
 SEED=$PWD/target/release/examples/seed
@@ -112,7 +114,8 @@ record() {
   log "row $1 $2 $3 = $4"
 }
 
-# A target for a metric: KIND is ratio_ge (narbor / nginx-tuned >= VALUE),
+# A target for a metric: KIND is ratio_ge or ratio_le (narbor / the row's
+# baseline, nginx-tuned for rows 1-6, >= or <= VALUE),
 # le or eq (narbor's own median <= or == VALUE).
 target() {
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$BENCH_RESULTS/targets.tsv"

@@ -10,7 +10,8 @@ field() { sed -n "s/^$1: //p" "$dir/machine.txt"; }
 cat <<EOF
 # Benchmarks
 
-narbor against nginx \`proxy_cache\` on the same machine, in the same run.
+narbor against nginx \`proxy_cache\` (and, for publishing, against \`nix copy\`)
+on the same machine; the systems of a row are measured in the same run.
 Written by \`$(field command)\`; the raw outputs are in \`bench/results/\`
 (\`summary.tsv\` has every run's figure, \`raw/\` the load generators' output).
 
@@ -40,6 +41,11 @@ absolute figures.
   disk with \`sendfile\`, no proxy: what this machine's loopback and \`wrk\` allow.
 - The upstream is a plain nginx over a binary cache written by \`nix copy\` plus
   synthetic NARs; the cold rows use it throttled (\`limit_rate\`, per connection).
+- Row 7: **narbor** is \`narbor push\` into a local \`docker-registry\`, **nix
+  copy** is \`nix copy --to file://...\`, **curl upload only** is the same blobs
+  uploaded into the same kind of registry by \`curl\` (the registry's own cost).
+- Row 8: **narbor (serve --oci)** serves from a 1M-entry OCI index, **narbor
+  (store)** is row 1's store-backed \`narbor serve\`, measured in the same run.
 
 ## Results
 
@@ -76,31 +82,41 @@ END {
   title[6] = "6. Restart with many stored objects"
   title[7] = "7. Publishing: narbor push against nix copy"
   title[8] = "8. OCI index: narinfo hits through serve --oci"
-  split("narbor nginx-module nginx-tuned static", sys, " ")
+  # The systems (columns) of each row and the baseline its ratio divides by.
+  for (r = 1; r <= 6; r++) { cols[r] = "narbor nginx-module nginx-tuned static"; base[r] = "nginx-tuned" }
+  cols[7] = "narbor nix-copy curl"; base[7] = "nix-copy"
+  cols[8] = "narbor narbor-store"; base[8] = "narbor-store"
+  label["narbor"] = "narbor"; label["nginx-module"] = "nginx module"; label["nginx-tuned"] = "nginx tuned"
+  label["static"] = "static"; label["nix-copy"] = "nix copy"; label["narbor-store"] = "narbor (store)"; label["curl"] = "curl upload only"
+  short["nginx-tuned"] = "tuned"; short["nix-copy"] = "nix copy"; short["narbor-store"] = "store"
   for (r = 1; r <= 8; r++) {
     if (!(r in rows) && !(r in pend)) continue
     print "### " title[r] "\n"
     if (r in pend) { print "Not measured: " pend[r] ".\n"; continue }
-    print "| metric | narbor | nginx module | nginx tuned | static | narbor / tuned | per run | target | met |"
-    print "|---|---|---|---|---|---|---|---|---|"
+    ns = split(cols[r], sys, " "); b = base[r]
+    head = "| metric"; sep = "|---"
+    for (s = 1; s <= ns; s++) { head = head " | " ((r == 8 && sys[s] == "narbor") ? "narbor (serve --oci)" : label[sys[s]]); sep = sep "|---" }
+    print head " | narbor / " short[b] " | per run | target | met |"
+    print sep "|---|---|---|---|"
     for (i = 1; i <= n; i++) {
       k = order[i]; split(k, kk, SUBSEP); if (kk[1] != r) continue
       line = "| " kk[2]
       delete med
-      for (s = 1; s <= 4; s++) {
+      for (s = 1; s <= ns; s++) {
         m = ((k SUBSEP sys[s]) in vals) ? median(vals[k SUBSEP sys[s]]) : ""
         med[sys[s]] = m
         line = line " | " fmt(m) ((m != "" && runs[k SUBSEP sys[s]] > 1) ? " (" runs[k SUBSEP sys[s]] ")" : "")
       }
-      ratio = (med["narbor"] != "" && med["nginx-tuned"] + 0 != 0) ? med["narbor"] / med["nginx-tuned"] : ""
+      ratio = (med["narbor"] != "" && med[b] + 0 != 0) ? med["narbor"] / med[b] : ""
       line = line " | " ((ratio == "") ? "–" : sprintf("%.2f", ratio))
       paired = ""
-      for (j = 1; (k SUBSEP "narbor" SUBSEP j) in nth && (k SUBSEP "nginx-tuned" SUBSEP j) in nth; j++)
-        if (nth[k SUBSEP "nginx-tuned" SUBSEP j] + 0 != 0)
-          paired = paired " " nth[k SUBSEP "narbor" SUBSEP j] / nth[k SUBSEP "nginx-tuned" SUBSEP j]
+      for (j = 1; (k SUBSEP "narbor" SUBSEP j) in nth && (k SUBSEP b SUBSEP j) in nth; j++)
+        if (nth[k SUBSEP b SUBSEP j] + 0 != 0)
+          paired = paired " " nth[k SUBSEP "narbor" SUBSEP j] / nth[k SUBSEP b SUBSEP j]
       line = line " | " ((j > 2 && paired != "") ? sprintf("%.2f", median(paired)) : "–")
       tk = kind[k]; tw = want[k]; met = ""; tt = "–"
-      if (tk == "ratio_ge") { tt = "≥ " tw " × tuned"; met = (ratio != "" && ratio >= tw) ? "yes" : "**no**" }
+      if (tk == "ratio_ge") { tt = "≥ " tw " × " short[b]; met = (ratio != "" && ratio >= tw) ? "yes" : "**no**" }
+      else if (tk == "ratio_le") { tt = "≤ " tw " × " short[b]; met = (ratio != "" && ratio <= tw) ? "yes" : "**no**" }
       else if (tk == "le") { tt = "≤ " tw; met = (med["narbor"] != "" && med["narbor"] + 0 <= tw) ? "yes" : "**no**" }
       else if (tk == "eq") { tt = "= " tw; met = (sprintf("%.2f", med["narbor"]) == sprintf("%.2f", tw)) ? "yes" : "**no**" }
       print line " | " tt " | " met " |"
@@ -114,7 +130,8 @@ Figures in parentheses are the number of runs a median is taken over. Units are
 in the metric names: MiB/s counts response bodies as `wrk` reads them; "upstream
 bytes / object" is the NAR bytes the upstream sent divided by the object's size
 (1.00: fetched once); "narbor / tuned" divides narbor's median by the tuned
-nginx's, whichever direction is better for the metric; "per run" is the median
+nginx's (row 7: by nix copy's; row 8: by narbor's store-backed serve),
+whichever direction is better for the metric; "per run" is the median
 of that ratio taken run by run (each run measures the systems back to back, so
 this pairs figures taken under similar load). The "met" column judges the
 ratio of medians.

@@ -3,7 +3,7 @@
 # pull-through module configures it, and tuned) on this machine, and writes
 # BENCHMARKS.md with the medians and ratios; raw outputs go to bench/results/.
 # Not part of the test suite. On a fresh Debian machine, as root, it first
-# installs what it needs (nginx, wrk, the Nix client).
+# installs what it needs (nginx, wrk, the Nix client, docker-registry, jq).
 #
 #   scripts/bench.sh              # every row (about 30-40 minutes)
 #   scripts/bench.sh --rows "1 6" # some rows only
@@ -37,6 +37,8 @@ required=(
   "ss:iproute2"
   "setpriv:util-linux"
   "nix-store:nix-bin"
+  "docker-registry:docker-registry"
+  "jq:jq"
 )
 missing=()
 for pair in "${required[@]}"; do
@@ -75,15 +77,17 @@ if [ -n "$smoke" ]; then
   RUNS=1 SLOW_RUNS=1 DURATION=1
   SMALL_NAR_MB=2 LARGE_NAR_MB=16 STORM_NAR_MB=8 STORM_CLIENTS=8 UPSTREAM_RATE=16m
   FLEET_CLIENTS=2 CLOSURE_MB=8 MEM_DOWNLOADS=8 OBJECTS=10000
+  PUBLISH_PART_MB=2
 fi
 
 log "building narbor (release)"
 cargo build --release -q --locked -p narbor --bin narbor
 cargo build --release -q --locked -p narbor-store --example seed
+cargo build --release -q --locked -p narbor-oci --example seed_index
 # Copies, so that a rebuild while the benchmark runs cannot change what it measures.
 mkdir -p "$BENCH_WORK/bin"
-cp target/release/narbor target/release/examples/seed "$BENCH_WORK/bin/"
-NARBOR=$BENCH_WORK/bin/narbor SEED=$BENCH_WORK/bin/seed
+cp target/release/narbor target/release/examples/seed target/release/examples/seed_index "$BENCH_WORK/bin/"
+NARBOR=$BENCH_WORK/bin/narbor SEED=$BENCH_WORK/bin/seed SEED_INDEX=$BENCH_WORK/bin/seed_index
 
 mkdir -p "$BENCH_WORK/run"
 rm -rf "$BENCH_RESULTS/raw" "$BENCH_RESULTS"/{summary,targets,pending}.tsv
@@ -131,7 +135,7 @@ done
   echo "finished: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "elapsed: $(( $(ms_since "$started") / 1000 )) s"
 } >> "$BENCH_RESULTS/machine.txt"
-settings="runs $RUNS (quick rows) / $SLOW_RUNS (cold rows), wrk $DURATION s per run; NARs of $SMALL_NAR_MB and $LARGE_NAR_MB MiB; storm $STORM_CLIENTS clients, $STORM_NAR_MB MiB NAR; upstream limit_rate $UPSTREAM_RATE per connection; fleet $FLEET_CLIENTS clients, $CLOSURE_MB MiB closure; $MEM_DOWNLOADS downloads; $OBJECTS objects"
+settings="runs $RUNS (quick rows) / $SLOW_RUNS (cold rows), wrk $DURATION s per run; NARs of $SMALL_NAR_MB and $LARGE_NAR_MB MiB; storm $STORM_CLIENTS clients, $STORM_NAR_MB MiB NAR; upstream limit_rate $UPSTREAM_RATE per connection; fleet $FLEET_CLIENTS clients, $CLOSURE_MB MiB closure; $MEM_DOWNLOADS downloads; $OBJECTS objects; publish closure $PUBLISH_PARTS x $PUBLISH_PART_MB MiB"
 echo "settings: $settings" >> "$BENCH_RESULTS/machine.txt"
 if [ -n "$full" ]; then
   bench/report.sh "$BENCH_RESULTS" > BENCHMARKS.md

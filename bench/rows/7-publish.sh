@@ -1,20 +1,154 @@
-# Row 7: publishing, `narbor push` of a 1 GB closure to a local docker-registry
-# against `nix copy --to file://...?compression=zstd` (and compression none).
-# Row 8: narinfo hits through `serve --oci` with a 1M-entry index, and the
-# refresh cost when nothing changed.
+# Row 7: publishing, `narbor push` of a 1 GiB closure to a local
+# docker-registry against `nix copy --to file://...?compression=zstd` of the
+# same closure, and the same with compression none. Both sign the narinfos
+# with the same key. Every run starts from empty: a fresh registry (new
+# storage, new process) for narbor, a fresh directory for nix copy.
 #
-# Both wait for `narbor push` and `serve --oci`. When they exist, measure here
-# with `record 7 ...` / `record 8 ...` (systems: narbor, nix-copy) and drop the
-# check below; the report already has their rows.
+# The closure's content is random bytes, which no compressor shrinks: the
+# worst case for compression cost (all CPU, no bytes saved). A second closure
+# of binaries (this machine's libraries and programs) shows the common case.
+
 
 narbor_has() { "$NARBOR" "$1" --help > /dev/null 2>&1; }
 
-row_7() {
-  narbor_has push || { pending 7 "narbor push does not exist yet"; return; }
-  pending 7 "narbor push exists but this row is not written yet"
+# publish_closure KIND: builds (once) PUBLISH_PARTS paths of PUBLISH_PART_MB
+# each, each referencing the one before, and a root referencing all; KIND is
+# random (urandom bytes) or binaries (compressible). Prints the
+# root's store path.
+publish_closure() {
+  local kind=$1 expr=$BENCH_WORK/publish-$1.nix gen
+  if [ "$kind" = random ]; then
+    gen='/usr/bin/head -c $bytes /dev/urandom > $out/data'
+  else
+    # This machine's shared libraries and programs, concatenated: what
+    # closures mostly hold; zstd -3 shrinks it about 3.8 x.
+    gen='/bin/cat /usr/lib/x86_64-linux-gnu/*.so* /usr/bin/* 2>/dev/null | /usr/bin/head -c $bytes > $out/data'
+  fi
+  cat > "$expr" <<EOF
+let
+  part = i: prev: derivation {
+    name = "bench-publish-$kind-\${toString i}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    bytes = toString ($PUBLISH_PART_MB * 1048576);
+    inherit prev;
+    args = [ "-c" ''
+      /bin/mkdir \$out
+      echo "\$prev" > \$out/deps
+      $gen
+    '' ];
+  };
+  parts = builtins.foldl' (acc: i: acc ++ [ (part i (if acc == [ ] then "" else builtins.elemAt acc (builtins.length acc - 1))) ]) [ ] (builtins.genList (i: i) $PUBLISH_PARTS);
+in derivation {
+  name = "bench-publish-$kind-root";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo \${toString parts} > \$out" ];
+}
+EOF
+  nix-build "$expr" --no-out-link --quiet
 }
 
-row_8() {
-  narbor_has push || { pending 8 "serve --oci (and narbor push to fill it) do not exist yet"; return; }
-  pending 8 "serve --oci exists but this row is not written yet"
+# start_registry DIR [keep]: starts a docker-registry without auth with its
+# storage in DIR/storage, emptied first unless "keep"; its address is in
+# $REG_ADDR, its PID in $REG_PID.
+REG_ADDR="" REG_PID=""
+start_registry() {
+  local dir=$1 keep=${2:-}
+  [ -n "$keep" ] || rm -rf "$dir"
+  mkdir -p "$dir/storage"
+  REG_ADDR=127.0.0.1:$(free_port)
+  cat > "$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: $REG_ADDR
+  secret: narbor-bench-secret
+EOF
+  spawn "$dir/registry.log" docker-registry serve "$dir/config.yml"
+  REG_PID=$LAST_PID
+  local port=${REG_ADDR#*:}
+  wait_http "$port" /v2/
+}
+
+# upload_blob PORT FILE DIGEST: the plainest upload of one blob (POST, then one
+# PUT streaming the file), with curl.
+upload_blob() {
+  local loc
+  loc=$(curl -sf -D - -o /dev/null -X POST "http://127.0.0.1:$1/v2/floor/blobs/uploads/" \
+    | awk -F': ' 'tolower($1) == "location" {gsub(/\r/, "", $2); print $2}')
+  case $loc in http*) ;; *) loc="http://127.0.0.1:$1$loc" ;; esac
+  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$2" "$loc&digest=sha256:$3"
+}
+export -f upload_blob
+
+# registry_floor STORAGE OUT: uploads the NAR blobs (over 64 KiB) of a
+# registry's storage into a fresh registry with curl, as many at a time as
+# there are cores, and prints the seconds it took: what docker-registry itself
+# needs to take these bytes in, with no dumping, hashing or compressing.
+registry_floor() {
+  local storage=$1 out=$2 t0
+  find "$storage/docker/registry/v2/blobs/sha256" -name data -size +64k \
+    | awk -F/ '{print $0, $(NF - 1)}' > "$out"
+  cut -d" " -f1 "$out" | xargs -r cat > /dev/null # into the page cache, as narbor had them
+  start_registry "$BENCH_WORK/run/publish/floor"
+  t0=$(now_ns)
+  xargs -r -P "$(nproc)" -n 2 bash -c 'upload_blob "$0" "$1" "$2"' "${REG_ADDR#*:}" < "$out" \
+    || die "curl uploads into docker-registry failed"
+  ms_since "$t0" | awk '{printf "%.2f\n", $1 / 1000}'
+  [ "$(find "$BENCH_WORK/run/publish/floor/storage" -name data -size +64k | wc -l)" = "$(wc -l < "$out")" ] \
+    || die "the registry does not hold every blob curl uploaded"
+  stop_pid "$REG_PID"
+  rm -rf "$BENCH_WORK/run/publish/floor"
+}
+
+row_7() {
+  narbor_has push || { pending 7 "narbor push does not exist yet"; return; }
+  local dir=$BENCH_WORK/run/publish kind root run comp out t0
+  mkdir -p "$dir"
+  [ -f "$dir/sk" ] || "$NARBOR" keygen bench-publish-1 "$dir/sk" "$dir/pk" > /dev/null
+  local kinds=(random)
+  kinds+=(binaries)
+  for kind in "${kinds[@]}"; do
+    log "row 7: building the $kind closure ($PUBLISH_PARTS x $PUBLISH_PART_MB MiB)"
+    root=$(publish_closure "$kind")
+    for comp in zstd none; do
+      target 7 "push $kind $comp wall s" ratio_le 0.7
+      for run in $(seq "$SLOW_RUNS"); do
+        # nix copy into an empty directory.
+        rm -rf "$dir/file"
+        out=$BENCH_RESULTS/raw/row7-$kind-$comp-nix-copy-$run.txt
+        t0=$(now_ns)
+        nix copy --to "file://$dir/file?compression=$comp&secret-key=$dir/sk" "$root" > "$out" 2>&1 \
+          || die "nix copy failed: $(cat "$out")"
+        record 7 "push $kind $comp wall s" nix-copy "$(echo "$(ms_since "$t0")" | awk '{printf "%.2f", $1 / 1000}')"
+        du -sb "$dir/file" >> "$out"
+        rm -rf "$dir/file"
+        # narbor push into an empty registry.
+        start_registry "$dir/registry"
+        out=$BENCH_RESULTS/raw/row7-$kind-$comp-narbor-$run.txt
+        t0=$(now_ns)
+        "$NARBOR" push --to "oci+http://$REG_ADDR/cache" --key-file "$dir/sk" \
+          --compression "$comp" --no-skip "$root" > "$out" 2>&1 \
+          || die "narbor push failed: $(cat "$out")"
+        record 7 "push $kind $comp wall s" narbor "$(echo "$(ms_since "$t0")" | awk '{printf "%.2f", $1 / 1000}')"
+        du -sb "$dir/registry/storage" >> "$out"
+        stop_pid "$REG_PID"
+        registry_floor "$dir/registry/storage" "$BENCH_RESULTS/raw/row7-$kind-$comp-curl-$run.txt" > "$dir/floor.s"
+        record 7 "push $kind $comp wall s" curl "$(cat "$dir/floor.s")"
+        rm -rf "$dir/registry"
+      done
+    done
+  done
 }

@@ -116,29 +116,34 @@ pub(crate) fn dump_compressed(
         what: format!("compressing the NAR of {}", path.display()),
         source: e,
     };
+    // `nar` hashes the NAR itself; uncompressed, the file is the NAR, so the
+    // sink's hash serves for both (one sha256 pass instead of two).
     let (nar, mut sink) = match compression {
         Compression::None => {
-            let mut w = hashing(sink);
-            narbor_proto::nar::dump(path, &mut w).map_err(dump_err)?;
-            (w.h, w.inner)
+            let mut sink = sink;
+            narbor_proto::nar::dump(path, &mut sink).map_err(dump_err)?;
+            (None, sink)
         }
         Compression::Zstd(level) => {
             let enc = zstd::stream::write::Encoder::new(sink, level).map_err(io)?;
             let mut w = hashing(enc);
             narbor_proto::nar::dump(path, &mut w).map_err(dump_err)?;
-            (w.h, w.inner.finish().map_err(io)?)
+            (Some(w.h), w.inner.finish().map_err(io)?)
         }
         Compression::Xz(level) => {
             let enc = xz2::write::XzEncoder::new(sink, level);
             let mut w = hashing(enc);
             narbor_proto::nar::dump(path, &mut w).map_err(dump_err)?;
-            (w.h, w.inner.finish().map_err(io)?)
+            (Some(w.h), w.inner.finish().map_err(io)?)
         }
     };
     sink.flush()
         .map_err(PublishError::io("writing the temporary file"))?;
-    let (nar_hash, nar_size) = nar.finish();
     let (file_hash, file_size) = sink.h.finish();
+    let (nar_hash, nar_size) = match nar {
+        Some(h) => h.finish(),
+        None => (file_hash, file_size),
+    };
     Ok(Dumped {
         file,
         nar_hash,
