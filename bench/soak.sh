@@ -21,6 +21,7 @@ python3 bench/make_soak_cache.py "$work/up" 300 "$work/paths"
 up_port=$((30000 + RANDOM % 10000)); port=$((up_port + 1))
 python3 bench/flaky_upstream.py "$work/up" "$up_port" > "$work/upstream.log" 2>&1 &
 up_pid=$!
+until curl -s -o /dev/null "http://127.0.0.1:$up_port/nix-cache-info"; do sleep 0.1; done
 target/release/narbor serve --listen "127.0.0.1:$port" --cache-dir "$work/cache" \
   --upstream "http://127.0.0.1:$up_port" --negative-ttl 10s --max-size 400M 2> "$work/narbor.log" &
 pid=$!
