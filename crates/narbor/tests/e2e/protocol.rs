@@ -85,18 +85,6 @@ fn nar_check_agrees_with_nix_path_info() {
     }
 }
 
-/// Copies `paths` into a new `file://` binary cache and returns its directory.
-fn file_cache(env: &NixEnv, name: &str, params: &str, paths: &[PathBuf]) -> PathBuf {
-    let dir = env.path(name);
-    run_ok(
-        env.cmd("nix")
-            .args(["copy", "--to"])
-            .arg(format!("file://{}?{params}", dir.display()))
-            .args(paths),
-    );
-    dir
-}
-
 fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -111,8 +99,7 @@ fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 fn nar_listing_equals_what_nix_copy_writes() {
     let env = NixEnv::new();
     let paths = tree_paths(&env);
-    let cache = file_cache(
-        &env,
+    let cache = env.file_cache(
         "listing-cache",
         "compression=none&write-nar-listing=true",
         &paths,
@@ -149,8 +136,7 @@ fn narbor_keys_sign_for_nix_and_nix_keys_sign_for_narbor() {
     run_ok(narbor().args(["keygen", "narbor-test-1"]).arg(&sk).arg(&pk));
     let narbor_pub = std::fs::read_to_string(&pk).unwrap();
     assert!(narbor_pub.starts_with("narbor-test-1:"));
-    let cache = file_cache(
-        &env,
+    let cache = env.file_cache(
         "signed-by-nix",
         &format!("compression=zstd&secret-key={}", sk.display()),
         std::slice::from_ref(&path),
@@ -195,8 +181,7 @@ fn narbor_keys_sign_for_nix_and_nix_keys_sign_for_narbor() {
             .arg(&nix_pk),
     );
     let nix_pub = std::fs::read_to_string(&nix_pk).unwrap();
-    let unsigned = file_cache(
-        &env,
+    let unsigned = env.file_cache(
         "signed-by-narbor",
         "compression=zstd",
         std::slice::from_ref(&path),

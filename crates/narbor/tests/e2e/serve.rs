@@ -139,25 +139,7 @@ fn nix_copies_a_closure_through_narbor_then_from_its_store_alone() {
         "/bin/mkdir $out; echo $ref0 > $out/ref; /bin/ln -s $ref0/ref $out/link",
         &[&mid],
     );
-    let (sk, pk) = (env.path("up.sk"), env.path("up.pk"));
-    run_ok(
-        env.cmd("nix-store")
-            .args(["--generate-binary-cache-key", "upstream-test-1"])
-            .arg(&sk)
-            .arg(&pk),
-    );
-    let public = std::fs::read_to_string(&pk).unwrap();
-    let cache = env.path("upstream-cache");
-    run_ok(
-        env.cmd("nix")
-            .args(["copy", "--to"])
-            .arg(format!(
-                "file://{}?compression=zstd&secret-key={}",
-                cache.display(),
-                sk.display()
-            ))
-            .arg(&top),
-    );
+    let (cache, public) = env.signed_cache("upstream-cache", &[&top]);
     let upstream = Upstream::start(cache.clone());
     let narbor = NarborServer::start(&env.path("narbor"), &["--upstream", &upstream.url()]);
 

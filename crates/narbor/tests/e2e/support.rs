@@ -367,3 +367,46 @@ pub fn sorted_paths(paths: &[&Path]) -> Vec<String> {
     v.sort();
     v
 }
+
+impl NixEnv {
+    /// A new binary cache `dir/<name>` written by `nix copy --to file://...?PARAMS`.
+    pub fn file_cache<P: AsRef<std::ffi::OsStr>>(
+        &self,
+        name: &str,
+        params: &str,
+        paths: &[P],
+    ) -> PathBuf {
+        let dir = self.path(name);
+        run_ok(
+            self.cmd("nix")
+                .args(["copy", "--to"])
+                .arg(format!("file://{}?{params}", dir.display()))
+                .args(paths),
+        );
+        dir
+    }
+
+    /// A signing key pair made by `nix-store --generate-binary-cache-key`:
+    /// the secret key's file and the public key's text.
+    pub fn nix_key(&self, name: &str) -> (PathBuf, String) {
+        let (sk, pk) = (
+            self.path(&format!("{name}.sk")),
+            self.path(&format!("{name}.pk")),
+        );
+        run_ok(
+            self.cmd("nix-store")
+                .args(["--generate-binary-cache-key", name])
+                .arg(&sk)
+                .arg(&pk),
+        );
+        (sk, std::fs::read_to_string(&pk).unwrap())
+    }
+
+    /// `paths` in a new zstd binary cache signed by a new Nix key: the cache's
+    /// directory and the public key.
+    pub fn signed_cache(&self, name: &str, paths: &[&Path]) -> (PathBuf, String) {
+        let (sk, public) = self.nix_key(&format!("{name}-1"));
+        let params = format!("compression=zstd&secret-key={}", sk.display());
+        (self.file_cache(name, &params, paths), public)
+    }
+}

@@ -30,25 +30,7 @@ fn nix_substitutes_over_https_with_the_test_ca() {
         "/bin/mkdir $out; echo $ref0 > $out/ref; /bin/ln -s $ref0 $out/leaf",
         &[&leaf],
     );
-    let (sk, pk) = (env.path("up.sk"), env.path("up.pk"));
-    run_ok(
-        env.cmd("nix-store")
-            .args(["--generate-binary-cache-key", "tls-test-1"])
-            .arg(&sk)
-            .arg(&pk),
-    );
-    let public = std::fs::read_to_string(&pk).unwrap();
-    let cache = env.path("upstream-cache");
-    run_ok(
-        env.cmd("nix")
-            .args(["copy", "--to"])
-            .arg(format!(
-                "file://{}?compression=zstd&secret-key={}",
-                cache.display(),
-                sk.display()
-            ))
-            .arg(&top),
-    );
+    let (cache, public) = env.signed_cache("upstream-cache", &[&top]);
     let upstream = Upstream::start(cache);
     let pki = env.path("pki");
     std::fs::create_dir_all(&pki).unwrap();
