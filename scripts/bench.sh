@@ -30,37 +30,17 @@ while (($#)); do
 done
 
 # command -> Debian package that provides it
-required=(
-  "nginx:nginx-light"
-  "wrk:wrk"
-  "curl:curl"
-  "ss:iproute2"
-  "setpriv:util-linux"
-  "nix-store:nix-bin"
-  "docker-registry:docker-registry"
+# shellcheck source=scripts/lib/require.sh
+. scripts/lib/require.sh
+require scripts/bench.sh \
+  "nginx:nginx-light" \
+  "wrk:wrk" \
+  "curl:curl" \
+  "ss:iproute2" \
+  "setpriv:util-linux" \
+  "nix-store:nix-bin" \
+  "docker-registry:docker-registry" \
   "jq:jq"
-)
-missing=()
-for pair in "${required[@]}"; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if ((${#missing[@]})); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "scripts/bench.sh: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # A Debian nginx package starts a system nginx where an init system runs:
-    # policy-rc.d forbids that while installing.
-    policy=/usr/sbin/policy-rc.d
-    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; trap 'rm -f "$policy"' EXIT; }
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-    rm -f "$policy"; trap - EXIT
-  fi
-  for pair in "${required[@]}"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 \
-      || { echo "scripts/bench.sh: missing ${pair#*:} (as root: apt-get install ${pair#*:})" >&2; exit 1; }
-  done
-fi
 if [ "$(id -u)" != 0 ]; then
   # Row 4 substitutes into chroot stores and the fixture builds into /nix/store.
   echo "scripts/bench.sh: runs Nix in single-user mode and must run as root." >&2

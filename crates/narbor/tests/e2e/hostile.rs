@@ -574,66 +574,17 @@ struct TlsUpstream {
 
 impl TlsUpstream {
     fn start(root: &Path, work: &Path) -> TlsUpstream {
-        let openssl = |args: &[&str]| {
-            run_ok(
-                std::process::Command::new("openssl")
-                    .args(args)
-                    .current_dir(work),
-            )
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=narbor test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-        ]);
-        std::fs::write(work.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "srv.pem",
-        ]);
+        use crate::tls::helpers::{issue, make_ca, KeyKind};
+        let ca = make_ca(work, "upstream");
+        let (cert, key) = issue(work, &ca, "upstream-server", KeyKind::Rsa);
         let port = free_port();
         let child = std::process::Command::new("openssl")
             .args(["s_server", "-quiet", "-WWW", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("-cert")
-            .arg(work.join("srv.pem"))
+            .arg(&cert)
             .arg("-key")
-            .arg(work.join("srv.key"))
+            .arg(&key)
             .current_dir(root)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -651,7 +602,7 @@ impl TlsUpstream {
         TlsUpstream {
             child,
             url: format!("https://127.0.0.1:{port}"),
-            ca: work.join("ca.pem"),
+            ca: ca.cert,
         }
     }
 }

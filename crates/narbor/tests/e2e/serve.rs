@@ -726,3 +726,49 @@ fn http2_when_the_client_asks_for_it() {
     );
     assert_eq!(stdout_str(&out), "1.1 200");
 }
+
+#[test]
+fn nothing_about_the_client_is_forwarded_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("up");
+    let nar = pseudo_random(10_000, 31);
+    let nar_key = put_nar(&root, &nar);
+    let doc = put_narinfo(&root, "forwarding-test", &nar_key, &nar, &test_key("up-1"));
+    let upstream = Upstream::start(root);
+    let narbor = NarborServer::start(&dir.path().join("cache"), &["--upstream", &upstream.url()]);
+    let client_headers = [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Real-IP", "203.0.113.7"),
+        ("Authorization", "Bearer client-secret"),
+        ("Cookie", "session=client-secret"),
+        ("User-Agent", "client-agent/1.0"),
+        ("X-Client-Marker", "client-marker"),
+    ];
+    for path in [&doc, &nar_key] {
+        let r = crate::upstream::request(narbor.addr, "GET", &format!("/{path}"), &client_headers);
+        assert_eq!(r.status, 200);
+    }
+    let heads = upstream.request_heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in &heads {
+        let text = head.join("\n").to_ascii_lowercase();
+        // A client address could only travel in a header: these cover them all.
+        for needle in [
+            "forwarded",
+            "x-real-ip",
+            "authorization",
+            "cookie",
+            "client-",
+            "203.0.113.7",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{needle:?} reached the upstream: {head:?}"
+            );
+        }
+        assert!(
+            text.contains("user-agent: narbor/"),
+            "narbor's own agent: {head:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! by ALPN; certificate reload (file change, SIGHUP, broken files) while a
 //! download runs; the plain-HTTP redirect listener.
 
-mod helpers;
+pub(crate) mod helpers;
 
 use std::net::SocketAddr;
 use std::path::Path;

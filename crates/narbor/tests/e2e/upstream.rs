@@ -40,6 +40,8 @@ pub enum Fault {
 #[derive(Default)]
 struct State {
     requests: HashMap<String, usize>,
+    /// The header lines of every request, in arrival order.
+    heads: Vec<Vec<String>>,
     faults: HashMap<String, Fault>,
     /// Bytes per second for bodies (0: as fast as possible).
     rate: u64,
@@ -91,6 +93,11 @@ impl Upstream {
             .unwrap_or(0)
     }
 
+    /// The header lines of every request so far.
+    pub fn request_heads(&self) -> Vec<Vec<String>> {
+        self.state.lock().unwrap().heads.clone()
+    }
+
     pub fn total_requests(&self) -> usize {
         self.state.lock().unwrap().requests.values().sum()
     }
@@ -138,6 +145,7 @@ fn serve_connection(
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
             return;
         }
+        let mut head = Vec::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -146,7 +154,9 @@ fn serve_connection(
             if line == "\r\n" || line == "\n" {
                 break;
             }
+            head.push(line.trim_end().to_owned());
         }
+        state.lock().unwrap().heads.push(head);
         if stopped.load(Ordering::SeqCst) {
             return;
         }
