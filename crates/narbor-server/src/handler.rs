@@ -313,11 +313,11 @@ async fn serve_document(
             None
         }
     };
-    // A fresh copy is served as it is (moved, not copied); a stale one is kept
+    // A fresh copy is served as it is (shared, not copied); a stale one is kept
     // to fall back on if every upstream fails.
     let stored = match stored {
         Some(doc) if server.is_fresh(doc.stored_at) => {
-            return object(url, Bytes::from(doc.body), CacheStatus::Hit, range_header);
+            return object(url, doc.body, CacheStatus::Hit, range_header);
         }
         other => other,
     };
@@ -347,7 +347,7 @@ async fn serve_document(
             CacheStatus::Miss,
         ),
         DocOutcome::Failed(reason) => match stored {
-            Some(doc) => object(url, Bytes::from(doc.body), CacheStatus::Stale, range_header),
+            Some(doc) => object(url, doc.body, CacheStatus::Stale, range_header),
             None => upstream_failed(&reason),
         },
     }
@@ -549,15 +549,15 @@ fn object(
 }
 
 fn object_headers(resp: &mut Response<Body>, url: &CacheUrl, status: CacheStatus) {
-    set(resp, header::CONTENT_TYPE, url.content_type());
-    set(resp, header::ACCEPT_RANGES, "bytes");
-    set(resp, CacheStatus::HEADER, status.as_str());
+    set_static(resp, header::CONTENT_TYPE, url.content_type());
+    set_static(resp, header::ACCEPT_RANGES, "bytes");
+    set_static(resp, CacheStatus::HEADER, status.as_str());
     let cache_control = match url {
         // A NAR's URL names its content: it never changes.
         CacheUrl::Nar { .. } => "public, max-age=31536000, immutable",
         _ => "public, max-age=3600",
     };
-    set(resp, header::CACHE_CONTROL, cache_control);
+    set_static(resp, header::CACHE_CONTROL, cache_control);
 }
 
 fn unsatisfiable(len: u64) -> Response<Body> {
@@ -601,8 +601,9 @@ fn full(code: StatusCode, body: Bytes, status: CacheStatus) -> Response<Body> {
         Full::new(body).map_err(|never| match never {}),
     ));
     *resp.status_mut() = code;
-    set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
-    set(&mut resp, CacheStatus::HEADER, status.as_str());
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    set_static(&mut resp, CacheStatus::HEADER, status.as_str());
     resp
 }
 
@@ -614,4 +615,10 @@ fn set<K: header::IntoHeaderName>(resp: &mut Response<Body>, name: K, value: &st
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(name, v);
     }
+}
+
+/// [`set`] for a value known at compile time: no validation, no copy.
+fn set_static(resp: &mut Response<Body>, name: header::HeaderName, value: &'static str) {
+    resp.headers_mut()
+        .insert(name, HeaderValue::from_static(value));
 }

@@ -27,7 +27,7 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    pub const HEADER: &'static str = "x-cache-status";
+    pub const HEADER: http::HeaderName = http::HeaderName::from_static("x-cache-status");
 
     /// Every value, in the order [`CacheStatus::index`] numbers them.
     pub const ALL: [CacheStatus; 9] = [

@@ -14,11 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 use tracing::{debug, info, warn};
 
 use crate::accounting::{self, Accounting};
 use crate::error::{io_err, IndexOp, IndexResult};
+use crate::hot::{HotDoc, HotDocs};
 use crate::index::{self, Record, META, OBJECTS};
 use crate::{key, BlobWriter, Document, EntryInfo, EntryKind, StoreConfig, StoreError, StoreStats};
 
@@ -43,12 +45,16 @@ pub(crate) struct Inner {
     max_size: u64,
     pub(crate) db: Database,
     /// Held for every change to the index or to `blobs/` (see the crate doc).
-    /// Lock order: `mutate`, then `accounts`, then `live_temps`.
+    /// Lock order: `mutate`, then `accounts`, then `live_temps`; `hot` is
+    /// taken alone.
     mutate: Mutex<()>,
     pub(crate) accounts: Mutex<Accounting>,
     /// File names in `tmp/` that belong to a live [`BlobWriter`]: registered
     /// before the file is created, released after it is gone.
     pub(crate) live_temps: Mutex<HashSet<String>>,
+    /// Copies of recently read documents. A leaf lock: nothing else is taken
+    /// while it is held.
+    hot: Mutex<HotDocs>,
     next_temp: AtomicU64,
     /// Evictions since open, for [`StoreStats`].
     evicted_for_size: AtomicU64,
@@ -107,6 +113,7 @@ impl DiskStore {
             mutate: Mutex::new(()),
             accounts: Mutex::new(Accounting::default()),
             live_temps: Mutex::new(HashSet::new()),
+            hot: Mutex::new(HotDocs::default()),
             next_temp: AtomicU64::new(0),
             evicted_for_size: AtomicU64::new(0),
             evicted_inactive: AtomicU64::new(0),
@@ -131,11 +138,24 @@ impl DiskStore {
         Ok(store)
     }
 
-    /// The document stored under `key`, recording the access.
+    /// The document stored under `key`, recording the access. Recently read
+    /// documents come from memory (see `hot`), the rest from the index.
     pub fn get_document(&self, key: &str) -> Result<Option<Document>, StoreError> {
         key::validate(key)?;
         let inner = &self.inner;
-        let Some(mut value) = inner.read_value(key)? else {
+        let epoch = {
+            let mut hot = inner.hot();
+            if let Some(doc) = hot.get(key) {
+                drop(hot);
+                inner.touch(key);
+                return Ok(Some(Document {
+                    body: doc.body,
+                    stored_at: doc.stored_at,
+                }));
+            }
+            hot.epoch()
+        };
+        let Some(value) = inner.read_value(key)? else {
             return Ok(None);
         };
         let record = Record::decode(key, &value)?;
@@ -143,13 +163,15 @@ impl DiskStore {
             return Err(wrong_kind(key, EntryKind::Document, record.kind));
         }
         let stored_at = index::from_unix_secs(record.stored_at);
-        inner.touch(key);
-        // The body is the value past its header: reuse the buffer.
-        value.drain(..index::HEADER_LEN);
-        Ok(Some(Document {
-            body: value,
+        // The body is the value past its header: no copy.
+        let body = Bytes::from(value).slice(index::HEADER_LEN..);
+        let doc = HotDoc {
+            body: body.clone(),
             stored_at,
-        }))
+        };
+        inner.hot().fill(epoch, key, doc);
+        inner.touch(key);
+        Ok(Some(Document { body, stored_at }))
     }
 
     /// Stores `body` under `key`, replacing whatever was there (a blob's file
@@ -172,6 +194,7 @@ impl DiskStore {
             old_kind
         };
         txn.commit().ctx(op)?;
+        inner.hot().invalidate(key);
         inner.accounts().insert(
             key,
             EntryKind::Document,
@@ -215,6 +238,12 @@ impl DiskStore {
             }
         }
         txn.commit().ctx(op)?;
+        {
+            let mut hot = inner.hot();
+            for (key, _) in docs {
+                hot.invalidate(key);
+            }
+        }
         {
             let mut accounts = inner.accounts();
             for (key, body) in docs {
@@ -426,6 +455,10 @@ impl Inner {
         self.mutate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn hot(&self) -> MutexGuard<'_, HotDocs> {
+        self.hot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn accounts(&self) -> MutexGuard<'_, Accounting> {
         self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -513,6 +546,12 @@ impl Inner {
             }
         }
         txn.commit().ctx(op)?;
+        {
+            let mut hot = self.hot();
+            for key in keys {
+                hot.invalidate(key);
+            }
+        }
         {
             // Also forgets keys the index did not have, so the accounts cannot
             // keep a phantom entry that eviction picks forever.

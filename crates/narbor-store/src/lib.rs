@@ -81,12 +81,15 @@
 //! in-memory accounts change together; redb serialises write transactions
 //! anyway. The slow part of a blob commit, fsyncing its data, happens before
 //! that lock. Reads take a redb read transaction and a short lock on the
-//! accounts to record the access.
+//! accounts to record the access. Documents read recently (up to 8 MiB of
+//! them) are kept in memory too, so a hot narinfo skips the read transaction
+//! and the copy; every change to a document drops its copy (`hot`).
 
 mod accounting;
 mod blob;
 mod disk;
 mod error;
+mod hot;
 mod index;
 pub mod key;
 mod load;
@@ -116,7 +119,7 @@ pub struct StoreConfig {
 /// A document and when it was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     pub stored_at: SystemTime,
 }
 

@@ -16,7 +16,7 @@ fn put_then_get_returns_the_body_and_store_time() {
         .put_document(NARINFO, b"StorePath: /nix/store/x\n")
         .unwrap();
     let doc = store.get_document(NARINFO).unwrap().unwrap();
-    assert_eq!(doc.body, b"StorePath: /nix/store/x\n");
+    assert_eq!(doc.body, b"StorePath: /nix/store/x\n"[..]);
     assert_eq!(doc.stored_at, fx.time(1_700_000_000));
     assert!(store.contains(NARINFO));
     assert_eq!(store.stats().objects, 1);
@@ -26,7 +26,7 @@ fn put_then_get_returns_the_body_and_store_time() {
     let store = fx.open(1 << 20);
     assert_eq!(
         store.get_document(NARINFO).unwrap().unwrap().body,
-        b"StorePath: /nix/store/x\n"
+        b"StorePath: /nix/store/x\n"[..]
     );
     assert_eq!(store.stats().bytes, 24);
 }
@@ -36,7 +36,7 @@ fn empty_document_is_stored() {
     let fx = Fixture::new();
     let store = fx.open(100);
     store.put_document("x.ls", b"").unwrap();
-    assert_eq!(store.get_document("x.ls").unwrap().unwrap().body, b"");
+    assert_eq!(store.get_document("x.ls").unwrap().unwrap().body, b""[..]);
     assert_eq!((store.stats().objects, store.stats().bytes), (1, 0));
 }
 
@@ -51,7 +51,7 @@ fn replacing_a_document_counts_it_once() {
     assert_eq!(store.stats().objects, 2);
     assert_eq!(store.stats().bytes, 47);
     let doc = store.get_document(NARINFO).unwrap().unwrap();
-    assert_eq!(doc.body, [b'c'; 40]);
+    assert_eq!(doc.body, [b'c'; 40][..]);
     assert_eq!(doc.stored_at, fx.time(1_700_000_100));
     assert_consistent(&store);
     drop(store);
@@ -70,7 +70,10 @@ fn a_document_replaces_a_blob_and_deletes_its_file() {
     store.put_document(&key, b"small").unwrap();
     assert!(!path.exists());
     assert_eq!(store.stats().bytes, 5);
-    assert_eq!(store.get_document(&key).unwrap().unwrap().body, b"small");
+    assert_eq!(
+        store.get_document(&key).unwrap().unwrap().body,
+        b"small"[..]
+    );
     assert_consistent(&store);
 
     // And back: a blob replaces the document.
@@ -158,7 +161,7 @@ fn put_documents_stores_all_in_one_go_with_exact_accounts() {
     assert_eq!(store.stats().bytes, expected);
     assert_eq!(
         store.get_document("a.narinfo").unwrap().unwrap().body,
-        b"new!"
+        b"new!"[..]
     );
     drop(store);
     let store = fx.open(u64::MAX);

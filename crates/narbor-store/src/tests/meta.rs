@@ -45,7 +45,7 @@ fn a_store_without_the_meta_table_gets_it_at_open() {
         assert_eq!(store.stats().bytes, 8 + 11);
         assert_eq!(
             store.get_document("a.narinfo").unwrap().unwrap().body,
-            b"old body"
+            b"old body"[..]
         );
         assert!(store.get_document("c.narinfo").unwrap().is_none());
         let keys: Vec<String> = store

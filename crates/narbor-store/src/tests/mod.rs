@@ -6,6 +6,7 @@ mod blobs;
 mod crash;
 mod documents;
 mod eviction;
+mod hot;
 mod meta;
 mod open_speed;
 mod security;
