@@ -37,4 +37,5 @@ pub use format::{
 pub use index::{BlobRef, CacheIndex, Fragment, IndexEntry, IndexReader, RefreshStats};
 pub use reference::StoreRef;
 pub use time::{now_unix, utc_timestamp};
+pub use upload::BlobUpload;
 pub use writer::{nar_media_type, write_fragments, NewEntry, WrittenFragment};

@@ -4,6 +4,10 @@
 //!
 //! A failed upload is restarted from the POST (an upload session's state after
 //! a broken PATCH is unknowable), up to the client's retry attempts.
+//!
+//! [`BlobUpload`] is the same protocol fed by the caller chunk by chunk, for a
+//! blob still being produced (a NAR being compressed): its digest is known
+//! only at the end, and it is not restarted (the caller keeps no copy).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -92,17 +96,31 @@ impl RegistryClient {
         }
     }
 
+    /// Opens an upload session that [`BlobUpload::append`] feeds.
+    pub async fn begin_upload(&self) -> Result<BlobUpload<'_>, OciError> {
+        let location = self.start_upload_for("starting an upload").await?;
+        Ok(BlobUpload {
+            client: self,
+            location,
+            offset: 0,
+        })
+    }
+
     /// POST `blobs/uploads/`: the upload session's URL.
     async fn start_upload(&self, digest: &Digest) -> Result<Url, OciError> {
-        let op = format!("starting the upload of {digest}");
+        self.start_upload_for(&format!("starting the upload of {digest}"))
+            .await
+    }
+
+    async fn start_upload_for(&self, op: &str) -> Result<Url, OciError> {
         let url = self.url("blobs/uploads/");
         let build = |r: RequestBuilder| r.header(header::CONTENT_LENGTH, 0);
-        let resp = self.send(&op, Method::POST, &url, true, &build).await?;
+        let resp = self.send(op, Method::POST, &url, true, &build).await?;
         if resp.status().as_u16() != 202 {
             let s = resp.status().as_u16();
-            return Err(status_error(&op, s, error_detail(resp).await));
+            return Err(status_error(op, s, error_detail(resp).await));
         }
-        self.location(&resp, &op)
+        self.location(&resp, op)
     }
 
     fn location(&self, resp: &reqwest::Response, op: &str) -> Result<Url, OciError> {
@@ -116,7 +134,7 @@ impl RegistryClient {
 
     async fn patch_chunk(
         &self,
-        digest: &Digest,
+        digest: &dyn std::fmt::Display,
         location: &Url,
         offset: u64,
         chunk: Bytes,
@@ -161,6 +179,65 @@ impl RegistryClient {
         match resp.status().as_u16() {
             201 | 204 => Ok(()),
             s => Err(status_error(&op, s, error_detail(resp).await)),
+        }
+    }
+}
+
+/// An open upload session: [`append`](Self::append) the blob's bytes in
+/// order, then [`finish`](Self::finish) with their digest, which the registry
+/// checks. Until then nothing is visible; a session never finished is dropped
+/// by the registry (or at once with [`cancel`](Self::cancel)).
+pub struct BlobUpload<'a> {
+    client: &'a RegistryClient,
+    location: Url,
+    offset: u64,
+}
+
+impl BlobUpload<'_> {
+    /// Sends the next `chunk` (one PATCH).
+    pub async fn append(&mut self, chunk: Bytes) -> Result<(), OciError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let len = chunk.len() as u64;
+        self.location = self
+            .client
+            .patch_chunk(&"a new blob", &self.location, self.offset, chunk)
+            .await?;
+        self.offset += len;
+        Ok(())
+    }
+
+    /// The bytes appended so far.
+    pub fn len(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offset == 0
+    }
+
+    /// Closes the session: the registry checks the bytes against `digest`
+    /// and makes the blob visible.
+    pub async fn finish(self, digest: &Digest) -> Result<(), OciError> {
+        self.client
+            .finish_upload(digest, self.location, None)
+            .await?;
+        self.client.count_upload(self.offset);
+        Ok(())
+    }
+
+    /// Abandons the session (DELETE); best effort, as registries also expire
+    /// sessions left open.
+    pub async fn cancel(self) {
+        let op = "cancelling an upload";
+        let build = |r: RequestBuilder| r;
+        if let Err(e) = self
+            .client
+            .send(op, Method::DELETE, &self.location, false, &build)
+            .await
+        {
+            tracing::debug!("{op}: {e}");
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Order of work: ask Nix for the closure; drop what upstreams have
 //! (concurrent narinfo HEADs) and what the index already has; then, `jobs` at
-//! a time, dump + check + compress each NAR into a temporary file, HEAD its
-//! blob and upload it when missing, and sign its narinfo; then write the
+//! a time, dump + check + compress each NAR, uploading it in chunks while it
+//! is compressed (the upload is closed only once the NAR's hash matched Nix's
+//! and the registry lacks the blob), and sign its narinfo; then write the
 //! entries as fragments. A fragment the registry refuses because a blob
 //! vanished (a gc ran at the same moment) makes push upload that blob again
 //! and retry. Last, push re-reads the index and checks that every path it
@@ -21,7 +22,7 @@ use narbor_oci::{
 };
 use narbor_proto::{NarInfo, SecretKey, StorePathHash};
 
-use crate::compress::{dump_compressed, Dumped};
+use crate::compress::{dump_compressed, dump_into, Chunk, ChunkSender, Dumped, Sums};
 use crate::{Compression, PathInfo, PublishError, UpstreamCheck};
 
 /// What to push and how.
@@ -32,7 +33,8 @@ pub struct PushOptions {
     pub skip_upstreams: Vec<String>,
     /// NARs prepared and uploaded at once.
     pub jobs: usize,
-    /// Where compressed NARs wait for their upload.
+    /// Where a compressed NAR waits for its upload when a streamed upload
+    /// failed and it is prepared again.
     pub tmp_dir: PathBuf,
 }
 
@@ -216,8 +218,144 @@ async fn prepare_all(
     Ok(entries)
 }
 
+/// How much of a compressed NAR is sent per PATCH while it is produced;
+/// with one chunk queued and one being filled, a job holds three at most.
+const STREAM_CHUNK: usize = 8 << 20;
+
 /// Dumps, checks, compresses, uploads (unless present) and signs one path.
+/// The upload streams; if the registry fails it midway, the path is prepared
+/// again through a temporary file, whose upload can be restarted.
 async fn prepare_one(
+    client: &RegistryClient,
+    info: &PathInfo,
+    opts: &PushOptions,
+) -> Result<(NewEntry, bool), PublishError> {
+    match stream_one(client, info, opts).await {
+        Err(Streaming::UploadFailed(e)) => {
+            tracing::warn!(
+                path = %info.path.to_absolute_path(),
+                error = %e,
+                "the streamed upload failed; uploading again from a temporary file"
+            );
+            prepare_from_file(client, info, opts).await
+        }
+        Err(Streaming::Failed(e)) => Err(e),
+        Ok(done) => Ok(done),
+    }
+}
+
+/// Why a streamed upload ended early.
+enum Streaming {
+    /// The registry failed a request of the session: worth another way.
+    UploadFailed(OciError),
+    /// The NAR itself, or anything else: final.
+    Failed(PublishError),
+}
+
+impl From<PublishError> for Streaming {
+    fn from(e: PublishError) -> Self {
+        Streaming::Failed(e)
+    }
+}
+
+impl From<OciError> for Streaming {
+    fn from(e: OciError) -> Self {
+        Streaming::Failed(e.into())
+    }
+}
+
+async fn stream_one(
+    client: &RegistryClient,
+    info: &PathInfo,
+    opts: &PushOptions,
+) -> Result<(NewEntry, bool), Streaming> {
+    let path = PathBuf::from(info.path.to_absolute_path());
+    let compression = opts.compression;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+    let dump = tokio::task::spawn_blocking(move || -> Result<Sums, PublishError> {
+        let (sender, sums) = dump_into(&path, compression, ChunkSender::new(STREAM_CHUNK, tx))?;
+        sender
+            .close()
+            .map_err(PublishError::io("handing the NAR to the upload"))?;
+        Ok(sums)
+    });
+    // A NAR that fits in one chunk goes up in one request after a HEAD, as
+    // before; a larger one opens a session with its first chunk.
+    let mut session = None;
+    let mut whole = None;
+    let mut failed = None;
+    while let Some(chunk) = rx.recv().await {
+        if session.is_none() && chunk.last {
+            whole = Some(chunk.bytes);
+            break;
+        }
+        if session.is_none() {
+            match client.begin_upload().await {
+                Ok(s) => session = Some(s),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(s) = session.as_mut() {
+            if let Err(e) = s.append(chunk.bytes).await {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    // A dump still running stops at its next chunk.
+    drop(rx);
+    let dumped = dump
+        .await
+        .map_err(|e| PublishError::Invalid(format!("the NAR task failed: {e}")));
+    let checked = dumped.and_then(|r| r).and_then(|sums| {
+        check_sums(info, &sums)?;
+        Ok(sums)
+    });
+    let sums = match (checked, failed) {
+        (_, Some(e)) => {
+            if let Some(s) = session {
+                s.cancel().await;
+            }
+            return Err(Streaming::UploadFailed(e));
+        }
+        (Err(e), None) => {
+            if let Some(s) = session {
+                s.cancel().await;
+            }
+            return Err(Streaming::Failed(e));
+        }
+        (Ok(sums), None) => sums,
+    };
+    let digest = Digest(sums.file_hash);
+    let present = client.blob_exists(&digest).await?;
+    let uploaded = match (session, whole) {
+        (Some(s), _) if present => {
+            s.cancel().await;
+            false
+        }
+        (Some(s), _) => {
+            s.finish(&digest).await.map_err(Streaming::UploadFailed)?;
+            true
+        }
+        (None, _) if present => false,
+        (None, Some(bytes)) => {
+            client.upload_blob_bytes(&digest, bytes).await?;
+            true
+        }
+        (None, None) => {
+            return Err(Streaming::Failed(PublishError::Invalid(
+                "the NAR ended without its last chunk".to_owned(),
+            )))
+        }
+    };
+    Ok((sign_entry(info, &sums, opts), uploaded))
+}
+
+/// [`prepare_one`] through a temporary file.
+async fn prepare_from_file(
     client: &RegistryClient,
     info: &PathInfo,
     opts: &PushOptions,
@@ -232,7 +370,7 @@ async fn prepare_one(
             .await?;
         true
     };
-    let entry = sign_entry(info, &dumped, opts);
+    let entry = sign_entry(info, &dumped.sums(), opts);
     Ok((entry, uploaded))
 }
 
@@ -243,27 +381,33 @@ async fn dump_checked(info: &PathInfo, opts: &PushOptions) -> Result<Dumped, Pub
     let dumped = tokio::task::spawn_blocking(move || dump_compressed(&path, compression, &tmp))
         .await
         .map_err(|e| PublishError::Invalid(format!("the NAR task failed: {e}")))??;
-    let p = info.path.to_absolute_path();
-    if dumped.nar_size != info.nar_size {
-        return Err(PublishError::NarMismatch {
-            path: p,
-            what: "NarSize",
-            ours: dumped.nar_size.to_string(),
-            nix: info.nar_size.to_string(),
-        });
-    }
-    if dumped.nar_hash != info.nar_hash {
-        return Err(PublishError::NarMismatch {
-            path: p,
-            what: "NarHash",
-            ours: dumped.nar_hash.to_string(),
-            nix: info.nar_hash.to_string(),
-        });
-    }
+    check_sums(info, &dumped.sums())?;
     Ok(dumped)
 }
 
-fn sign_entry(info: &PathInfo, d: &Dumped, opts: &PushOptions) -> NewEntry {
+/// The NAR narbor dumped must be the one Nix recorded.
+fn check_sums(info: &PathInfo, sums: &Sums) -> Result<(), PublishError> {
+    let p = info.path.to_absolute_path();
+    if sums.nar_size != info.nar_size {
+        return Err(PublishError::NarMismatch {
+            path: p,
+            what: "NarSize",
+            ours: sums.nar_size.to_string(),
+            nix: info.nar_size.to_string(),
+        });
+    }
+    if sums.nar_hash != info.nar_hash {
+        return Err(PublishError::NarMismatch {
+            path: p,
+            what: "NarHash",
+            ours: sums.nar_hash.to_string(),
+            nix: info.nar_hash.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn sign_entry(info: &PathInfo, d: &Sums, opts: &PushOptions) -> NewEntry {
     let c = opts.compression.nar_compression();
     let url = format!("nar/{}.nar{}", d.file_hash.to_nix32(), c.extension());
     let mut n = NarInfo::new(info.path.clone(), url, d.nar_hash, d.nar_size);
@@ -314,7 +458,7 @@ async fn repair(
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += dumped.file_size;
         if digest != e.nar_digest {
-            *e = sign_entry(pinfo, &dumped, opts);
+            *e = sign_entry(pinfo, &dumped.sums(), opts);
         }
         done.insert(e.nar_digest);
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use narbor_oci::{Credentials, IndexReader, RegistryClient, StoreRef};
 use narbor_proto::{NarInfo, StorePath};
 
-use crate::registry::{Auth, Registry, TokenServer, PASSWORD, USER};
+use crate::registry::{Auth, CutFirstPatch, Registry, TokenServer, PASSWORD, USER};
 use crate::support::*;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -286,6 +286,42 @@ fn push_a_closure_substitute_it_into_a_fresh_store_and_push_again_for_nothing() 
             200
         );
     }
+}
+
+/// NARs are uploaded while they are compressed; when the registry fails that
+/// upload midway, push prepares the path again through a temporary file (whose
+/// upload can be restarted) and publishes it whole.
+#[test]
+fn an_upload_cut_midway_is_done_again_from_a_file() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let proxy = CutFirstPatch::start(registry.addr);
+    let (sk, public) = keys(&env);
+    let app = big_closure(&env);
+    let want = closure(&env, &app);
+
+    let out = run_ok(
+        push_cmd(&env, &format!("oci+http://{}/team/cut", proxy.addr))
+            .arg("--no-skip")
+            .arg("--key-file")
+            .arg(&sk)
+            .arg(&app),
+    );
+    assert_eq!(proxy.cuts(), 1, "the proxy cut the first PATCH");
+    assert!(
+        stderr_str(&out).contains("uploading again from a temporary file"),
+        "{}",
+        stderr_str(&out)
+    );
+    assert_eq!(uploaded(&out), 2, "{}", stdout_str(&out));
+    let store = registry.store("team/cut");
+    assert_eq!(indexed_paths(&store), want);
+
+    // Straight from the registry, the real Nix substitutes and verifies it.
+    let narbor = serve_oci(&env.path("serve-cache"), &store, &[]);
+    wait_for_entries(&narbor, 2);
+    let got = env.substitute(&narbor.url(), &env.path("fresh"), &public, &[&app], &[]);
+    assert_eq!(got, want);
 }
 
 #[test]

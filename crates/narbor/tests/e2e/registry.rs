@@ -398,3 +398,68 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A TCP proxy in front of a registry that cuts the connection carrying the
+/// first `PATCH` (once): a registry or network failing midway through an
+/// upload. Everything else passes through byte for byte.
+pub struct CutFirstPatch {
+    pub addr: SocketAddr,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl CutFirstPatch {
+    pub fn start(target: SocketAddr) -> CutFirstPatch {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let counted = Arc::clone(&cuts);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (armed, cuts) = (Arc::clone(&armed), Arc::clone(&counted));
+                std::thread::spawn(move || pipe(client, target, &armed, &cuts));
+            }
+        });
+        CutFirstPatch { addr, cuts }
+    }
+
+    /// How many connections were cut.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+fn pipe(
+    mut client: TcpStream,
+    target: SocketAddr,
+    armed: &std::sync::atomic::AtomicBool,
+    cuts: &AtomicUsize,
+) {
+    let Ok(mut server) = TcpStream::connect(target) else {
+        return;
+    };
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+    });
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let patch = buf[..n].windows(6).any(|w| w == b"PATCH ");
+        if patch && armed.swap(false, Ordering::SeqCst) {
+            cuts.fetch_add(1, Ordering::SeqCst);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            let _ = server.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if server.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = server.shutdown(std::net::Shutdown::Write);
+}
