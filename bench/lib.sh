@@ -66,11 +66,14 @@ stop_all() {
   PIDS=()
 }
 
+# A port no TCP socket uses, below the kernel's ephemeral range (where a
+# client connection made meanwhile could take it).
 free_port() {
-  local port
+  local port low
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
   while :; do
-    port=$((20000 + RANDOM % 30000))
-    ss -ltnH "sport = :$port" 2>/dev/null | grep -q . || { echo "$port"; return; }
+    port=$((10000 + RANDOM % (low - 10000)))
+    ss -tanH "sport = :$port" 2>/dev/null | grep -q . || { echo "$port"; return; }
   done
 }
 

@@ -244,14 +244,18 @@ impl<W: Write> ZstdFrames<W> {
 }
 
 impl<W: Write> Write for ZstdFrames<W> {
+    /// A full frame is compressed when more data comes (so an error consumes
+    /// nothing, as `Write` wants).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(ZSTD_FRAME_BYTES - self.input.len());
-        self.input.extend_from_slice(&data[..n]);
         if self.input.len() == ZSTD_FRAME_BYTES {
             self.frame()?;
         }
+        let n = data.len().min(ZSTD_FRAME_BYTES - self.input.len());
+        self.input.extend_from_slice(&data[..n]);
         Ok(n)
     }
+    /// Frames are written when full or at `finish`; a frame cut short by a
+    /// flush would only compress worse.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -302,14 +306,25 @@ impl ChunkSender {
 }
 
 impl Write for ChunkSender {
+    /// A full chunk is sent when more data comes (so an error consumes
+    /// nothing, as `Write` wants, and output of exactly one chunk is sent as
+    /// the last).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(self.size - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
+        if self.tx.is_closed() {
+            // The upload gave up: stop dumping now, not at the next chunk.
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the upload stopped",
+            ));
+        }
         if self.buf.len() == self.size {
             self.send(false)?;
         }
+        let n = data.len().min(self.size - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
         Ok(n)
     }
+    /// Chunks go when full or at [`ChunkSender::close`]; nothing to do here.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -369,5 +384,31 @@ mod tests {
         let empty = ZstdFrames::new(Vec::new(), 3).unwrap().finish().unwrap();
         assert!(!empty.is_empty());
         assert_eq!(zstd::decode_all(&empty[..]).unwrap(), b"");
+    }
+
+    #[test]
+    fn chunks_are_full_but_the_last_and_a_gone_upload_stops_the_writer() {
+        let chunks = |total: usize| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let mut w = ChunkSender::new(4, tx);
+            w.write_all(&vec![7u8; total]).unwrap();
+            w.close().unwrap();
+            let mut got = Vec::new();
+            while let Ok(c) = rx.try_recv() {
+                got.push((c.bytes.len(), c.last));
+            }
+            got
+        };
+        // Exactly one chunk is sent as the last (one request, no session).
+        assert_eq!(chunks(4), [(4, true)]);
+        assert_eq!(chunks(9), [(4, false), (4, false), (1, true)]);
+        assert_eq!(chunks(0), [(0, true)]);
+
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut w = ChunkSender::new(4, tx);
+        w.write_all(b"ab").unwrap();
+        drop(rx);
+        let err = w.write_all(b"cd").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }

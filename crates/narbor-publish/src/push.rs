@@ -231,7 +231,10 @@ async fn prepare_one(
     opts: &PushOptions,
 ) -> Result<(NewEntry, bool), PublishError> {
     match stream_one(client, info, opts).await {
-        Err(Streaming::UploadFailed(e)) => {
+        // Only what another attempt may cure (as `upload_blob_file` retries).
+        Err(Streaming::UploadFailed(
+            e @ (OciError::Transport { .. } | OciError::Status { .. }),
+        )) => {
             tracing::warn!(
                 path = %info.path.to_absolute_path(),
                 error = %e,
@@ -239,6 +242,7 @@ async fn prepare_one(
             );
             prepare_from_file(client, info, opts).await
         }
+        Err(Streaming::UploadFailed(e)) => Err(e.into()),
         Err(Streaming::Failed(e)) => Err(e),
         Ok(done) => Ok(done),
     }
@@ -330,7 +334,15 @@ async fn stream_one(
         (Ok(sums), None) => sums,
     };
     let digest = Digest(sums.file_hash);
-    let present = client.blob_exists(&digest).await?;
+    let present = match client.blob_exists(&digest).await {
+        Ok(present) => present,
+        Err(e) => {
+            if let Some(s) = session {
+                s.cancel().await;
+            }
+            return Err(Streaming::UploadFailed(e));
+        }
+    };
     let uploaded = match (session, whole) {
         (Some(s), _) if present => {
             s.cancel().await;

@@ -206,6 +206,9 @@ fn publish(store: &Inner, key: &str, temp: &Path, size: u64) -> Result<(), Store
             .ctx(op)?;
         txn.commit().ctx(op)
     });
+    // The key may have held a document: its copy in memory goes (also if
+    // the commit failed, when what the index holds is uncertain).
+    store.hot().invalidate(key);
     if let Err(e) = indexed {
         // Leave no orphan behind. An older entry for the key (its file now
         // replaced) is caught by `open_blob`'s length check.

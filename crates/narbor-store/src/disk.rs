@@ -193,8 +193,11 @@ impl DiskStore {
                 .ctx(op)?;
             old_kind
         };
-        txn.commit().ctx(op)?;
+        let committed = txn.commit();
+        // After the commit (a reader refilling meanwhile would keep the old
+        // body), and also when it failed.
         inner.hot().invalidate(key);
+        committed.ctx(op)?;
         inner.accounts().insert(
             key,
             EntryKind::Document,
@@ -237,13 +240,14 @@ impl DiskStore {
                 }
             }
         }
-        txn.commit().ctx(op)?;
+        let committed = txn.commit();
         {
             let mut hot = inner.hot();
             for (key, _) in docs {
                 hot.invalidate(key);
             }
         }
+        committed.ctx(op)?;
         {
             let mut accounts = inner.accounts();
             for (key, body) in docs {
@@ -455,7 +459,7 @@ impl Inner {
         self.mutate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn hot(&self) -> MutexGuard<'_, HotDocs> {
+    pub(crate) fn hot(&self) -> MutexGuard<'_, HotDocs> {
         self.hot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -545,13 +549,14 @@ impl Inner {
                 }
             }
         }
-        txn.commit().ctx(op)?;
+        let committed = txn.commit();
         {
             let mut hot = self.hot();
             for key in keys {
                 hot.invalidate(key);
             }
         }
+        committed.ctx(op)?;
         {
             // Also forgets keys the index did not have, so the accounts cannot
             // keep a phantom entry that eviction picks forever.

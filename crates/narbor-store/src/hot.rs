@@ -19,7 +19,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
-/// The most bytes (bodies and keys) the copies may hold.
+/// The most bytes the copies may hold (bodies, keys and a per-entry
+/// overhead, see [`cost`]).
 pub(crate) const HOT_BYTES: usize = 8 << 20;
 /// Documents larger than this are never copied here: they would push out
 /// many small ones (narinfos are 0.5 to 4 KiB; listings and logs can be large).
@@ -39,8 +40,12 @@ pub(crate) struct HotDocs {
     epoch: u64,
 }
 
+/// What a copy costs: its key and body, plus about what the map slot, the
+/// key's allocation and the `Bytes` handle take.
+const ENTRY_OVERHEAD: usize = 96;
+
 fn cost(key: &str, doc: &HotDoc) -> usize {
-    key.len() + doc.body.len()
+    key.len() + doc.body.len() + ENTRY_OVERHEAD
 }
 
 impl HotDocs {
@@ -86,15 +91,18 @@ impl HotDocs {
     }
 
     fn put_current(&mut self, key: Box<str>, doc: HotDoc) {
-        let key_len = key.len();
-        self.current_bytes += key_len + doc.body.len();
-        if let Some(old) = self.current.insert(key, doc) {
-            self.current_bytes -= key_len + old.body.len();
+        if let Some(old) = self.current.remove(&key) {
+            self.current_bytes -= cost(&key, &old);
         }
-        if self.current_bytes > HOT_BYTES / 2 {
+        let added = cost(&key, &doc);
+        // A full generation becomes the previous one before the insert, so
+        // neither ever holds more than half the budget.
+        if self.current_bytes + added > HOT_BYTES / 2 {
             self.previous = std::mem::take(&mut self.current);
             self.current_bytes = 0;
         }
+        self.current_bytes += added;
+        self.current.insert(key, doc);
     }
 
     #[cfg(test)]

@@ -76,9 +76,14 @@ fn a_document_replaces_a_blob_and_deletes_its_file() {
     );
     assert_consistent(&store);
 
-    // And back: a blob replaces the document.
+    // And back: a blob replaces the document (also the copy in memory the
+    // read above left).
     put_blob(&store, &key, &bytes(2, 300));
     assert_eq!(read_blob(&store, &key).unwrap(), bytes(2, 300));
+    assert!(matches!(
+        store.get_document(&key),
+        Err(StoreError::WrongKind { .. })
+    ));
     assert_eq!(store.stats().bytes, 300);
     assert_consistent(&store);
 }
