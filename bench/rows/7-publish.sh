@@ -156,7 +156,7 @@ row_7() {
       for run in $(seq "$SLOW_RUNS"); do
         # Both read the closure from the page cache, and they take turns going
         # first, so neither pays for the other's cold reads.
-        nix-store -qR "$root" | xargs -r -I{} find {} -type f -exec cat {} + > /dev/null
+        nix-store -qR "$root" | while read -r p; do find "$p" -type f -exec cat {} +; done > /dev/null
         if [ $((run % 2)) = 1 ]; then
           row7_nix_copy "$kind" "$comp" "$run" "$root" "$dir"
           row7_narbor "$kind" "$comp" "$run" "$root" "$dir"
