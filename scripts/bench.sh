@@ -33,7 +33,7 @@ done
 # shellcheck source=scripts/lib/require.sh
 . scripts/lib/require.sh
 require scripts/bench.sh \
-  "nginx:nginx-light" \
+  "nginx:nginx" \
   "wrk:wrk" \
   "curl:curl" \
   "ss:iproute2" \
