@@ -318,31 +318,29 @@ async fn stream_one(
         check_sums(info, &sums)?;
         Ok(sums)
     });
-    let sums = match (checked, failed) {
-        (_, Some(e)) => {
+    let checked = match (checked, failed) {
+        (_, Some(e)) => Err(Streaming::UploadFailed(e)),
+        (Err(e), None) => Err(Streaming::Failed(e)),
+        (Ok(sums), None) => Ok(sums),
+    };
+    let outcome = match checked {
+        Ok(sums) => match client.blob_exists(&Digest(sums.file_hash)).await {
+            Ok(present) => Ok((sums, present)),
+            Err(e) => Err(Streaming::UploadFailed(e)),
+        },
+        Err(e) => Err(e),
+    };
+    let (sums, present) = match outcome {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing of this NAR may become a blob.
             if let Some(s) = session {
                 s.cancel().await;
             }
-            return Err(Streaming::UploadFailed(e));
+            return Err(e);
         }
-        (Err(e), None) => {
-            if let Some(s) = session {
-                s.cancel().await;
-            }
-            return Err(Streaming::Failed(e));
-        }
-        (Ok(sums), None) => sums,
     };
     let digest = Digest(sums.file_hash);
-    let present = match client.blob_exists(&digest).await {
-        Ok(present) => present,
-        Err(e) => {
-            if let Some(s) = session {
-                s.cancel().await;
-            }
-            return Err(Streaming::UploadFailed(e));
-        }
-    };
     let uploaded = match (session, whole) {
         (Some(s), _) if present => {
             s.cancel().await;

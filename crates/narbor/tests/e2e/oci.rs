@@ -33,6 +33,40 @@ fn push_cmd(env: &NixEnv, store: &str) -> Command {
     c
 }
 
+/// `narbor push --no-skip --key-file SK PATHS...`, which must succeed.
+fn push_signed(env: &NixEnv, store: &str, sk: &Path, paths: &[&Path]) -> Output {
+    run_ok(
+        push_cmd(env, store)
+            .args(["--no-skip", "--key-file"])
+            .arg(sk)
+            .args(paths),
+    )
+}
+
+/// Serves `store` with `narbor serve --oci` (no upstream) and has the real
+/// Nix substitute `roots` from it into the chroot store `dest`, verifying
+/// every NAR; returns the paths that arrived.
+fn substitute_from_oci(
+    env: &NixEnv,
+    store: &str,
+    public: &str,
+    roots: &[&Path],
+    dest: &Path,
+) -> Vec<String> {
+    let narbor = serve_oci(&env.path("serve-cache"), store, &[]);
+    let entries = closure_of_all(env, roots).len() as u64;
+    wait_for_entries(&narbor, entries);
+    env.substitute(&narbor.url(), dest, public, roots, &[])
+}
+
+/// The union of the closures of `roots`, sorted.
+fn closure_of_all(env: &NixEnv, roots: &[&Path]) -> Vec<String> {
+    let mut all: Vec<String> = roots.iter().flat_map(|r| closure(env, r)).collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 fn gc_cmd(store: &str) -> Command {
     let mut c = narbor();
     c.args(["gc", "--store", store])
@@ -181,22 +215,14 @@ fn push_a_closure_substitute_it_into_a_fresh_store_and_push_again_for_nothing() 
     let want = closure(&env, &app);
     assert_eq!(want.len(), 2);
 
-    let out = run_ok(
-        push_cmd(&env, &store)
-            .arg("--no-skip")
-            .arg("--key-file")
-            .arg(&sk)
-            .arg(&app),
-    );
+    let out = push_signed(&env, &store, &sk, &[&app]);
     assert_eq!(uploaded(&out), 2, "{}", stdout_str(&out));
     assert_eq!(indexed_paths(&store), want);
 
     // narbor serve --oci, with no upstream: narinfos from the in-memory index,
     // NARs from the registry; the real Nix substitutes and verifies.
-    let narbor = serve_oci(&env.path("serve-cache"), &store, &[]);
-    wait_for_entries(&narbor, 2);
     let root = env.path("fresh");
-    let got = env.substitute(&narbor.url(), &root, &public, &[&app], &[]);
+    let got = substitute_from_oci(&env, &store, &public, &[&app], &root);
     assert_eq!(got, want, "the whole closure arrived");
     let fresh_link = root.join(app.strip_prefix("/").unwrap()).join("run");
     assert!(std::fs::symlink_metadata(&fresh_link)
@@ -212,13 +238,7 @@ fn push_a_closure_substitute_it_into_a_fresh_store_and_push_again_for_nothing() 
         blob_puts >= 2 && patches >= 3,
         "the first push's uploads are in the log ({blob_puts} PUTs, {patches} PATCHes)"
     );
-    let out = run_ok(
-        push_cmd(&env, &store)
-            .arg("--no-skip")
-            .arg("--key-file")
-            .arg(&sk)
-            .arg(&app),
-    );
+    let out = push_signed(&env, &store, &sk, &[&app]);
     assert_eq!(uploaded(&out), 0, "{}", stdout_str(&out));
     assert!(
         stdout_str(&out).contains("2 skipped as present"),
@@ -300,13 +320,8 @@ fn an_upload_cut_midway_is_done_again_from_a_file() {
     let app = big_closure(&env);
     let want = closure(&env, &app);
 
-    let out = run_ok(
-        push_cmd(&env, &format!("oci+http://{}/team/cut", proxy.addr))
-            .arg("--no-skip")
-            .arg("--key-file")
-            .arg(&sk)
-            .arg(&app),
-    );
+    let through_proxy = format!("oci+http://{}/team/cut", proxy.addr);
+    let out = push_signed(&env, &through_proxy, &sk, &[&app]);
     assert_eq!(proxy.cuts(), 1, "the proxy cut the first PATCH");
     assert!(
         stderr_str(&out).contains("uploading again from a temporary file"),
@@ -318,9 +333,7 @@ fn an_upload_cut_midway_is_done_again_from_a_file() {
     assert_eq!(indexed_paths(&store), want);
 
     // Straight from the registry, the real Nix substitutes and verifies it.
-    let narbor = serve_oci(&env.path("serve-cache"), &store, &[]);
-    wait_for_entries(&narbor, 2);
-    let got = env.substitute(&narbor.url(), &env.path("fresh"), &public, &[&app], &[]);
+    let got = substitute_from_oci(&env, &store, &public, &[&app], &env.path("fresh"));
     assert_eq!(got, want);
 }
 
@@ -714,13 +727,7 @@ fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
     let store = registry.store("team/served");
     let (sk, public) = keys(&env);
     let first = small_closure(&env, "served-a");
-    run_ok(
-        push_cmd(&env, &store)
-            .arg("--no-skip")
-            .arg("--key-file")
-            .arg(&sk)
-            .arg(&first),
-    );
+    push_signed(&env, &store, &sk, &[&first]);
     let narbor = serve_oci(
         &env.path("cache"),
         &store,
@@ -754,13 +761,7 @@ fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
     // A second push is not visible until the index refreshes; POST /_refresh
     // refreshes now (the TTL is an hour).
     let second = small_closure(&env, "served-b");
-    run_ok(
-        push_cmd(&env, &store)
-            .arg("--no-skip")
-            .arg("--key-file")
-            .arg(&sk)
-            .arg(&second),
-    );
+    push_signed(&env, &store, &sk, &[&second]);
     assert_eq!(
         narbor.get(&format!("/{}.narinfo", hash(&second))).status,
         404
@@ -865,16 +866,9 @@ fn a_push_killed_at_any_moment_leaves_the_cache_consistent() {
         assert_index_consistent(&store);
     }
     // A push that is let finish completes the cache, whatever came before.
-    run_ok(
-        push_cmd(&env, &store)
-            .args(["--no-skip", "--key-file"])
-            .arg(&sk)
-            .args(&paths),
-    );
-    assert_eq!(assert_index_consistent(&store), paths.len());
-    let narbor = serve_oci(&env.path("serve"), &store, &[]);
-    wait_for_entries(&narbor, paths.len() as u64);
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let got = env.substitute(&narbor.url(), &env.path("fresh"), &public, &refs, &[]);
+    push_signed(&env, &store, &sk, &refs);
+    assert_eq!(assert_index_consistent(&store), paths.len());
+    let got = substitute_from_oci(&env, &store, &public, &refs, &env.path("fresh"));
     assert_eq!(got, sorted_paths(&refs));
 }
