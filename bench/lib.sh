@@ -9,6 +9,7 @@
 : "${BENCH_WORK:=/tmp/narbor-bench}"       # fixtures and scratch, reused across runs
 BENCH_RESULTS=${BENCH_RESULTS:-$PWD/bench/results}
 RUNS=5            # runs per measurement for the quick rows (median reported)
+HIT_RUNS=7        # runs for the request-rate rows (1 and 8), the ones noise moves most
 SLOW_RUNS=3       # runs per measurement for the rows that fetch whole objects cold
 DURATION=10       # seconds per wrk run
 SMALL_NAR_MB=50
@@ -101,6 +102,16 @@ tree_cpu_ms() {
 # Peak and current RSS (KiB) of a process, from /proc.
 peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# turns RUN SYSTEM...: the systems in the order they take their turns in run
+# RUN, rotated by one place each run, so that none always goes first or last.
+turns() {
+  local run=$1 i
+  shift
+  for ((i = 0; i < $#; i++)); do
+    echo "${@:$(((run - 1 + i) % $# + 1)):1}"
+  done
+}
 
 # ---- results ----------------------------------------------------------------
 # Folds a directory of per-client outputs into one file DIR.txt (a line per

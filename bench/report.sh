@@ -25,8 +25,8 @@ Written by \`$(field command)\`; the raw outputs are in \`bench/results/\`
 
 The machine is shared with other engineers who compile while this runs: every
 figure is the **median** of several runs, and the systems take turns within
-each run so that noise falls on all of them alike. Compare ratios, not
-absolute figures.
+each run, in an order that rotates from run to run, so that noise falls on all
+of them alike. Compare ratios, not absolute figures.
 
 ## The systems
 

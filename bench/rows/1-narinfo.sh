@@ -42,8 +42,8 @@ run_wrk() {
 row_1() {
   local run sys out
   target 1 "narinfo req/s" ratio_ge 1.5
-  for run in $(seq "$RUNS"); do
-    for sys in "${SYSTEMS[@]}"; do
+  for run in $(seq "$HIT_RUNS"); do
+    for sys in $(turns "$run" "${SYSTEMS[@]}"); do
       out=$BENCH_RESULTS/raw/row1-$sys-$run.txt
       run_wrk "$out" 64 "http://127.0.0.1:${WARM_PORT[$sys]}$NARINFO" "${WARM_PID[$sys]}"
       record 1 "narinfo req/s" "$sys" "$(awk '/^Requests\/sec:/ {print $2}' "$out")"
@@ -63,7 +63,7 @@ row_2() {
     for run in $(seq "$RUNS"); do
       # "static": the upstream nginx serving the file itself, no proxy: the
       # most this machine's loopback, wrk and page cache allow.
-      for sys in "${SYSTEMS[@]}" static; do
+      for sys in $(turns "$run" "${SYSTEMS[@]}" static); do
         out=$BENCH_RESULTS/raw/row2-$which-$sys-$run.txt
         run_wrk "$out" 16 "http://127.0.0.1:${WARM_PORT[$sys]}$path"
         record 2 "$which NAR MiB/s" "$sys" "$(wrk_mib "$(awk '/^Transfer\/sec:/ {print $2}' "$out")")"

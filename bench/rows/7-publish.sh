@@ -93,24 +93,47 @@ upload_blob() {
 }
 export -f upload_blob
 
-# registry_floor STORAGE OUT: uploads the NAR blobs (over 64 KiB) of a
-# registry's storage into a fresh registry with curl, as many at a time as
-# there are cores, and prints the seconds it took: what docker-registry itself
-# needs to take these bytes in, with no dumping, hashing or compressing.
+# registry_floor KIND COMP STORAGE OUT: uploads the NAR blobs (over 64 KiB) of
+# a registry's storage into a fresh registry with curl, as many at a time as
+# there are cores, and records the seconds it took: what docker-registry itself
+# needs to take these bytes in, with no dumping, hashing or compressing; and the
+# CPU time curl and the registry spent.
 registry_floor() {
-  local storage=$1 out=$2 t0
+  local kind=$1 comp=$2 storage=$3 out=$4 t0 reg0 wall reg
   find "$storage/docker/registry/v2/blobs/sha256" -name data -size +64k \
     | awk -F/ '{print $0, $(NF - 1)}' > "$out"
   cut -d" " -f1 "$out" | xargs -r cat > /dev/null # into the page cache, as narbor had them
   start_registry "$BENCH_WORK/run/publish/floor"
+  reg0=$(tree_cpu_ms "$REG_PID")
   t0=$(now_ns)
-  xargs -r -P "$(nproc)" -n 2 bash -c 'upload_blob "$0" "$1" "$2"' "${REG_ADDR#*:}" < "$out" \
-    || die "curl uploads into docker-registry failed"
-  ms_since "$t0" | awk '{printf "%.2f\n", $1 / 1000}'
+  run_timed "$out.log" "$out.cpu" xargs -r -P "$(nproc)" -n 2 bash -c 'upload_blob "$0" "$1" "$2"' "${REG_ADDR#*:}" < "$out" \
+    || die "curl uploads into docker-registry failed: $(cat "$out.log")"
+  wall=$(ms_since "$t0" | awk '{printf "%.2f", $1 / 1000}')
+  reg=$(registry_cpu_since "$reg0")
+  record 7 "push $kind $comp wall s" curl "$wall"
+  record 7 "push $kind $comp CPU s, client" curl "$(cat "$out.cpu")"
+  record 7 "push $kind $comp CPU s, registry" curl "$reg"
+  rm -f "$out.log" "$out.cpu"
   [ "$(find "$BENCH_WORK/run/publish/floor/storage" -name data -size +64k | wc -l)" = "$(wc -l < "$out")" ] \
     || die "the registry does not hold every blob curl uploaded"
   stop_pid "$REG_PID"
   rm -rf "$BENCH_WORK/run/publish/floor"
+}
+
+# run_timed OUT CPU COMMAND...: runs COMMAND, its output into the file OUT,
+# and writes the CPU seconds (user + system) it and its children used into the
+# file CPU; fails as COMMAND does.
+run_timed() {
+  local out=$1 cpu=$2 TIMEFORMAT='%U %S' rc=0
+  shift 2
+  { time "$@" > "$out" 2>&1; } 2> "$cpu" || rc=$?
+  awk '{printf "%.2f\n", $1 + $2}' "$cpu" > "$cpu.s" && mv "$cpu.s" "$cpu"
+  return "$rc"
+}
+
+# registry_cpu_since MS: the registry's CPU seconds since tree_cpu_ms gave MS.
+registry_cpu_since() {
+  awk -v a="$1" -v b="$(tree_cpu_ms "$REG_PID")" 'BEGIN {printf "%.2f", (b - a) / 1000}'
 }
 
 # row7_nix_copy KIND COMP RUN ROOT DIR: nix copy into an empty directory.
@@ -119,9 +142,10 @@ row7_nix_copy() {
   rm -rf "$dir/file"
   out=$BENCH_RESULTS/raw/row7-$kind-$comp-nix-copy-$run.txt
   t0=$(now_ns)
-  nix copy --to "file://$dir/file?compression=$comp&secret-key=$dir/sk" "$root" > "$out" 2>&1 \
+  run_timed "$out" "$dir/cpu" nix copy --to "file://$dir/file?compression=$comp&secret-key=$dir/sk" "$root" \
     || die "nix copy failed: $(cat "$out")"
   record 7 "push $kind $comp wall s" nix-copy "$(ms_since "$t0" | awk '{printf "%.2f", $1 / 1000}')"
+  record 7 "push $kind $comp CPU s, client" nix-copy "$(cat "$dir/cpu")"
   du -sb "$dir/file" >> "$out"
   rm -rf "$dir/file"
 }
@@ -129,14 +153,19 @@ row7_nix_copy() {
 # row7_narbor KIND COMP RUN ROOT DIR: narbor push into an empty registry,
 # whose storage stays for registry_floor.
 row7_narbor() {
-  local kind=$1 comp=$2 run=$3 root=$4 dir=$5 out t0
+  local kind=$1 comp=$2 run=$3 root=$4 dir=$5 out t0 reg0 wall reg
   start_registry "$dir/registry"
   out=$BENCH_RESULTS/raw/row7-$kind-$comp-narbor-$run.txt
+  reg0=$(tree_cpu_ms "$REG_PID")
   t0=$(now_ns)
-  "$NARBOR" push --to "oci+http://$REG_ADDR/cache" --key-file "$dir/sk" \
-    --compression "$comp" --no-skip "$root" > "$out" 2>&1 \
+  run_timed "$out" "$dir/cpu" "$NARBOR" push --to "oci+http://$REG_ADDR/cache" --key-file "$dir/sk" \
+    --compression "$comp" --no-skip "$root" \
     || die "narbor push failed: $(cat "$out")"
-  record 7 "push $kind $comp wall s" narbor "$(ms_since "$t0" | awk '{printf "%.2f", $1 / 1000}')"
+  wall=$(ms_since "$t0" | awk '{printf "%.2f", $1 / 1000}')
+  reg=$(registry_cpu_since "$reg0")
+  record 7 "push $kind $comp wall s" narbor "$wall"
+  record 7 "push $kind $comp CPU s, client" narbor "$(cat "$dir/cpu")"
+  record 7 "push $kind $comp CPU s, registry" narbor "$reg"
   du -sb "$dir/registry/storage" >> "$out"
   stop_pid "$REG_PID"
 }
@@ -164,8 +193,7 @@ row_7() {
           row7_narbor "$kind" "$comp" "$run" "$root" "$dir"
           row7_nix_copy "$kind" "$comp" "$run" "$root" "$dir"
         fi
-        registry_floor "$dir/registry/storage" "$BENCH_RESULTS/raw/row7-$kind-$comp-curl-$run.txt" > "$dir/floor.s"
-        record 7 "push $kind $comp wall s" curl "$(cat "$dir/floor.s")"
+        registry_floor "$kind" "$comp" "$dir/registry/storage" "$BENCH_RESULTS/raw/row7-$kind-$comp-curl-$run.txt"
         rm -rf "$dir/registry"
       done
     done

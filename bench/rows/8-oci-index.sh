@@ -50,17 +50,20 @@ row_8() {
   start_system narbor "$UP_PORT" fresh
   warm "$SYS_PORT" "$NARINFO"
   target 8 "narinfo req/s" ratio_ge 1.0
-  for run in $(seq "$RUNS"); do
-    out=$BENCH_RESULTS/raw/row8-oci-$run.txt
-    run_wrk "$out" 64 "http://127.0.0.1:$port$narinfo" "$pid"
-    record 8 "narinfo req/s" narbor "$(awk '/^Requests\/sec:/ {print $2}' "$out")"
-    record 8 "server CPU µs / request" narbor "$CPU_US_PER_REQ"
-    record 8 "narinfo p99 ms" narbor "$(wrk_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
-    out=$BENCH_RESULTS/raw/row8-store-$run.txt
-    run_wrk "$out" 64 "http://127.0.0.1:$SYS_PORT$NARINFO" "$SYS_PID"
-    record 8 "narinfo req/s" narbor-store "$(awk '/^Requests\/sec:/ {print $2}' "$out")"
-    record 8 "server CPU µs / request" narbor-store "$CPU_US_PER_REQ"
-    record 8 "narinfo p99 ms" narbor-store "$(wrk_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
+  local sys
+  for run in $(seq "$HIT_RUNS"); do
+    for sys in $(turns "$run" narbor narbor-store); do
+      if [ "$sys" = narbor ]; then
+        out=$BENCH_RESULTS/raw/row8-oci-$run.txt
+        run_wrk "$out" 64 "http://127.0.0.1:$port$narinfo" "$pid"
+      else
+        out=$BENCH_RESULTS/raw/row8-store-$run.txt
+        run_wrk "$out" 64 "http://127.0.0.1:$SYS_PORT$NARINFO" "$SYS_PID"
+      fi
+      record 8 "narinfo req/s" "$sys" "$(awk '/^Requests\/sec:/ {print $2}' "$out")"
+      record 8 "server CPU µs / request" "$sys" "$CPU_US_PER_REQ"
+      record 8 "narinfo p99 ms" "$sys" "$(wrk_ms "$(awk '$1 == "99%" {print $2}' "$out")")"
+    done
   done
   record 8 "peak RSS MiB, index + wrk runs" narbor "$(peak_rss_kib "$pid" | awk '{printf "%.1f", $1 / 1024}')"
   stop_system
