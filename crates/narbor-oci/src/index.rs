@@ -8,10 +8,13 @@
 //! (compacted by gc), and rebuilds the snapshot when anything changed: later
 //! fragments (in tag order) win per store path, the legacy index loses to all.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use narbor_proto::store_path::HASH_CHARS;
 use narbor_proto::{NarInfo, StorePath, StorePathHash};
 
 use crate::format::{EntriesDoc, LegacyIndex, MAX_ENTRIES_BLOB};
@@ -29,19 +32,83 @@ pub struct BlobRef {
 }
 
 /// One store path the cache has.
+///
+/// `serve --oci` holds one per path in memory, so it is kept small: the
+/// narinfo text is the only copy of the NAR URL and the references, which are
+/// read back from it (the text parsed as a narinfo when the entry was made,
+/// and never changes).
 #[derive(Debug)]
 pub struct IndexEntry {
     pub store_path: StorePath,
     /// The `.narinfo` document to serve, byte for byte as published.
-    pub narinfo: Arc<str>,
-    /// The narinfo's `URL`, without a leading `/` (e.g. `nar/<hash>.nar.zst`).
-    pub nar_url: String,
+    narinfo: Box<str>,
+    /// Where the narinfo's `URL` is in `narinfo`, without a leading `/`.
+    url: (u32, u32),
     pub blob: BlobRef,
     /// When it was pushed (Unix seconds); None for nixcache-oci entries.
     pub pushed_at: Option<u64>,
-    /// The hash parts of its references (for gc's closure).
-    pub references: Vec<StorePathHash>,
 }
+
+impl IndexEntry {
+    /// The `.narinfo` document to serve, byte for byte as published.
+    pub fn narinfo(&self) -> &str {
+        &self.narinfo
+    }
+
+    /// The narinfo's `URL`, without a leading `/` (e.g. `nar/<hash>.nar.zst`).
+    pub fn nar_url(&self) -> &str {
+        let (start, end) = self.url;
+        self.narinfo.get(start as usize..end as usize).unwrap_or("")
+    }
+
+    /// The hash parts of its references (for gc's closure).
+    pub fn references(&self) -> impl Iterator<Item = StorePathHash> + '_ {
+        field(&self.narinfo, "References")
+            .map_or("", |(_, v)| v)
+            .split_ascii_whitespace()
+            .filter_map(|r| StorePathHash::parse(r.get(..HASH_CHARS)?).ok())
+    }
+}
+
+/// The value of the first `key: value` line of a narinfo, and where it
+/// starts; split as `NarInfo::parse` splits (at `\n`, then at the first `": "`).
+fn field<'a>(text: &'a str, key: &str) -> Option<(usize, &'a str)> {
+    let mut start = 0;
+    for line in text.split('\n') {
+        if let Some((k, v)) = line.split_once(": ") {
+            if k == key {
+                return Some((start + k.len() + 2, v));
+            }
+        }
+        start += line.len() + 1;
+    }
+    None
+}
+
+/// An entry keyed by its NAR URL, so the URL map needs no copy of the URL.
+#[derive(Debug)]
+struct ByUrl(Arc<IndexEntry>);
+
+impl Borrow<str> for ByUrl {
+    fn borrow(&self) -> &str {
+        self.0.nar_url()
+    }
+}
+
+impl Hash for ByUrl {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, which `Borrow<str>` requires.
+        self.0.nar_url().hash(state);
+    }
+}
+
+impl PartialEq for ByUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.nar_url() == other.0.nar_url()
+    }
+}
+
+impl Eq for ByUrl {}
 
 /// One fragment (or the legacy index) as read.
 #[derive(Debug)]
@@ -58,7 +125,7 @@ pub struct Fragment {
 #[derive(Debug, Default)]
 pub struct CacheIndex {
     by_hash: HashMap<StorePathHash, Arc<IndexEntry>>,
-    by_url: HashMap<String, BlobRef>,
+    by_url: HashSet<ByUrl>,
 }
 
 impl CacheIndex {
@@ -68,10 +135,7 @@ impl CacheIndex {
         for e in entries {
             by_hash.insert(*e.store_path.hash(), Arc::clone(e));
         }
-        let by_url = by_hash
-            .values()
-            .map(|e: &Arc<IndexEntry>| (e.nar_url.clone(), e.blob))
-            .collect();
+        let by_url = by_hash.values().map(|e| ByUrl(Arc::clone(e))).collect();
         CacheIndex { by_hash, by_url }
     }
 
@@ -83,7 +147,9 @@ impl CacheIndex {
     /// The blob behind a NAR URL as a narinfo names it (`nar/<x>.nar.zst`;
     /// a leading `/` is ignored), or None.
     pub fn nar_blob(&self, url_path: &str) -> Option<BlobRef> {
-        self.by_url.get(url_path.trim_start_matches('/')).copied()
+        self.by_url
+            .get(url_path.trim_start_matches('/'))
+            .map(|e| e.0.blob)
     }
 
     pub fn len(&self) -> usize {
@@ -108,7 +174,7 @@ impl CacheIndex {
                 continue;
             }
             if let Some(e) = self.by_hash.get(&h) {
-                stack.extend(e.references.iter().filter(|r| !seen.contains(*r)).copied());
+                stack.extend(e.references().filter(|r| !seen.contains(r)));
             }
         }
         seen
@@ -327,13 +393,13 @@ pub(crate) fn parse_entries(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntr
     let mut out = Vec::with_capacity(doc.entries.len());
     for e in doc.entries {
         match entry(
-            &e.narinfo,
+            e.narinfo,
             e.nar_digest,
             Some(e.blob_size),
             Some(e.pushed_at),
         ) {
-            Ok(entry) if entry_consistent(&entry) => out.push(Arc::new(entry)),
-            Ok(entry) => {
+            Ok((entry, true)) => out.push(Arc::new(entry)),
+            Ok((entry, false)) => {
                 tracing::warn!(what, path = %entry.store_path, "skipping an entry whose FileHash/FileSize do not match its blob")
             }
             Err(err) => tracing::warn!(what, error = %err, "skipping an entry"),
@@ -342,21 +408,15 @@ pub(crate) fn parse_entries(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntr
     Ok(out)
 }
 
-fn entry_consistent(e: &IndexEntry) -> bool {
-    let Ok(info) = NarInfo::parse(&e.narinfo) else {
-        return false;
-    };
-    info.file_hash.is_none_or(|h| h == e.blob.digest.0)
-        && (info.file_size.is_none() || e.blob.size.is_none() || info.file_size == e.blob.size)
-}
-
 fn parse_legacy(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciError> {
     let doc: LegacyIndex =
         serde_json::from_slice(blob).map_err(|e| OciError::invalid(what, e.to_string()))?;
     let mut out = Vec::with_capacity(doc.entries.len());
     for (key, e) in doc.entries {
-        match entry(&e.narinfo, e.nar_digest, e.nar_size, None) {
-            Ok(entry) if entry.store_path.hash().to_string() == key => out.push(Arc::new(entry)),
+        match entry(e.narinfo, e.nar_digest, e.nar_size, None) {
+            Ok((entry, _)) if entry.store_path.hash().to_string() == key => {
+                out.push(Arc::new(entry))
+            }
             Ok(_) => tracing::warn!(
                 what,
                 key,
@@ -368,20 +428,107 @@ fn parse_legacy(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciErro
     Ok(out)
 }
 
+/// The entry of a narinfo whose NAR is the blob `digest`, and whether the
+/// narinfo's `FileHash` and `FileSize` (when it gives them) are that blob's.
 fn entry(
-    narinfo: &str,
+    narinfo: String,
     digest: Digest,
     size: Option<u64>,
     pushed_at: Option<u64>,
-) -> Result<IndexEntry, OciError> {
-    let info = NarInfo::parse(narinfo).map_err(|e| OciError::invalid("narinfo", e.to_string()))?;
-    let size = size.or(info.file_size);
-    Ok(IndexEntry {
-        references: info.references.iter().map(|r| *r.hash()).collect(),
-        nar_url: info.url.trim_start_matches('/').to_owned(),
+) -> Result<(IndexEntry, bool), OciError> {
+    let invalid = |detail: String| OciError::invalid("narinfo", detail);
+    let info = NarInfo::parse(&narinfo).map_err(|e| invalid(e.to_string()))?;
+    let consistent = info.file_hash.is_none_or(|h| h == digest.0)
+        && (info.file_size.is_none() || size.is_none() || info.file_size == size);
+    let url = match field(&narinfo, "URL") {
+        Some((start, value)) if value == info.url => {
+            let trimmed = value.trim_start_matches('/');
+            let start = start + (value.len() - trimmed.len());
+            let at = |n: usize| u32::try_from(n).map_err(|_| invalid("too large".into()));
+            (at(start)?, at(start + trimmed.len())?)
+        }
+        _ => return Err(invalid("its URL field could not be located".into())),
+    };
+    let entry = IndexEntry {
         store_path: info.store_path,
-        narinfo: Arc::from(narinfo),
-        blob: BlobRef { digest, size },
+        narinfo: narinfo.into_boxed_str(),
+        url,
+        blob: BlobRef {
+            digest,
+            size: size.or(info.file_size),
+        },
         pushed_at,
-    })
+    };
+    Ok((entry, consistent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real cache.nixos.org narinfo, its URL given with a leading `/` as
+    /// some tools write it.
+    const NARINFO: &str = "StorePath: /nix/store/0dihxb929w72zfz7wwi50rgc3w9060kf-gifsicle-1.92
+URL: /nar/0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d.nar.xz
+Compression: xz
+FileHash: sha256:0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d
+FileSize: 124572
+NarHash: sha256:0wya019jfgy4bn26xiksk8qkdabmazxns575aj6il5y74bvn5d0q
+NarSize: 313392
+References: h4dy3knvmjq1k9wvxx3whba5hgff00ij-swift-corefoundation yjy1ix56rvqgk1526zlrfb6mk9b3x0p5-Libsystem-osx-10.12.6
+Deriver: 61ssz9pgr9cllavxdg04w8g7bd3hxn5r-gifsicle-1.92.drv
+Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8QyhlzQIJEpr2G5FKclzMUbkm30sCA==
+";
+
+    fn file_digest() -> Digest {
+        Digest(NarInfo::parse(NARINFO).unwrap().file_hash.unwrap())
+    }
+
+    #[test]
+    fn an_entry_reads_its_url_and_references_back_from_its_narinfo() {
+        let (e, consistent) = entry(NARINFO.into(), file_digest(), Some(124572), Some(7)).unwrap();
+        assert!(consistent);
+        let info = NarInfo::parse(NARINFO).unwrap();
+        assert_eq!(e.narinfo(), NARINFO);
+        assert_eq!(e.store_path, info.store_path);
+        assert_eq!(
+            e.nar_url(),
+            "nar/0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d.nar.xz"
+        );
+        let refs: Vec<StorePathHash> = info.references.iter().map(|r| *r.hash()).collect();
+        assert_eq!(refs.len(), 2);
+        assert_eq!(e.references().collect::<Vec<_>>(), refs);
+    }
+
+    #[test]
+    fn the_index_finds_a_blob_by_url_with_or_without_the_slash() {
+        let (e, _) = entry(NARINFO.into(), file_digest(), Some(124572), None).unwrap();
+        let e = Arc::new(e);
+        let index = CacheIndex::from_entries([&e]);
+        let blob = BlobRef {
+            digest: file_digest(),
+            size: Some(124572),
+        };
+        assert_eq!(index.nar_blob(e.nar_url()), Some(blob));
+        assert_eq!(index.nar_blob(&format!("/{}", e.nar_url())), Some(blob));
+        assert_eq!(index.nar_blob("nar/elsewhere.nar.xz"), None);
+        assert_eq!(
+            index.get(e.store_path.hash()).map(|x| x.narinfo()),
+            Some(NARINFO)
+        );
+        // The closure follows references read back from the text; the two
+        // references are not in this index, but are reached.
+        let closure = index.closure(&[*e.store_path.hash()]);
+        assert_eq!(closure.len(), 3);
+    }
+
+    #[test]
+    fn a_blob_that_is_not_the_file_the_narinfo_names_is_flagged() {
+        let other = Digest(narbor_proto::Sha256::digest(b"other"));
+        let (_, consistent) = entry(NARINFO.into(), other, Some(124572), None).unwrap();
+        assert!(!consistent, "FileHash differs");
+        let (_, consistent) = entry(NARINFO.into(), file_digest(), Some(1), None).unwrap();
+        assert!(!consistent, "FileSize differs");
+        assert!(entry("StorePath: x".into(), file_digest(), None, None).is_err());
+    }
 }

@@ -99,7 +99,7 @@ pub async fn gc(client: Arc<RegistryClient>, opts: &GcOptions) -> Result<GcRepor
                 None => client.blob_size(&e.blob.digest).await?.unwrap_or(0),
             };
             keep.push(NewEntry {
-                narinfo: e.narinfo.to_string(),
+                narinfo: e.narinfo().to_string(),
                 nar_digest: e.blob.digest,
                 blob_size: size,
                 // nixcache-oci entries carry no date: they are dated by their migration.

@@ -477,12 +477,11 @@ impl Server {
     }
 
     /// The narinfo for `hash` from the `--oci` index, if it has one.
-    pub(crate) fn narinfo_from_index(
-        &self,
-        hash: &narbor_proto::StorePathHash,
-    ) -> Option<Arc<str>> {
+    pub(crate) fn narinfo_from_index(&self, hash: &narbor_proto::StorePathHash) -> Option<Bytes> {
         let oci = self.config.oci.as_ref()?;
-        oci.index().get(hash).map(|e| Arc::clone(&e.narinfo))
+        let index = oci.index();
+        let entry = index.get(hash)?;
+        Some(Bytes::copy_from_slice(entry.narinfo().as_bytes()))
     }
 
     /// A NAR's size from the `--oci` index, if it names the NAR (for HEAD).

@@ -297,12 +297,7 @@ async fn serve_document(
     if let CacheUrl::NarInfo(hash) = url {
         // The --oci index is the source of truth for what was published.
         if let Some(text) = server.narinfo_from_index(hash) {
-            return object(
-                url,
-                Bytes::copy_from_slice(text.as_bytes()),
-                CacheStatus::Hit,
-                range_header,
-            );
+            return object(url, text, CacheStatus::Hit, range_header);
         }
     }
     let key = url.to_path();

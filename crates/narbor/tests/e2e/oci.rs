@@ -138,12 +138,12 @@ fn materialize(store: &str, dir: &Path) -> usize {
         for e in index.entries() {
             std::fs::write(
                 dir.join(format!("{}.narinfo", e.store_path.hash())),
-                e.narinfo.as_bytes(),
+                e.narinfo().as_bytes(),
             )
             .unwrap();
-            let blob = index.nar_blob(&e.nar_url).expect("NAR URL maps to a blob");
+            let blob = index.nar_blob(e.nar_url()).expect("NAR URL maps to a blob");
             let bytes = client.get_blob_bytes(&blob.digest, 1 << 30).await.unwrap();
-            std::fs::write(dir.join(&e.nar_url), bytes).unwrap();
+            std::fs::write(dir.join(e.nar_url()), bytes).unwrap();
         }
         index.len()
     })
@@ -553,7 +553,7 @@ fn a_cache_in_nixcache_oci_format_is_read() {
         assert_eq!((stats.fetched, stats.entries), (1, 1));
         let index = reader.index();
         let e = index.get(path.hash()).expect("legacy entry");
-        assert_eq!(&*e.narinfo, info.to_string());
+        assert_eq!(e.narinfo(), info.to_string());
         let blob = index
             .nar_blob(&format!("/{}", info.url))
             .expect("the legacy URL maps to its blob");
@@ -606,7 +606,7 @@ fn a_cache_in_nixcache_oci_format_is_read() {
             .iter()
             .any(|l| l.digest.to_string() == nar_digest));
         assert_eq!(
-            &*reader.index().get(path.hash()).unwrap().narinfo,
+            reader.index().get(path.hash()).unwrap().narinfo(),
             info.to_string()
         );
         assert!(c.get_manifest("cache-index").await.unwrap().is_none());
@@ -813,7 +813,7 @@ fn assert_index_consistent(store: &str) -> usize {
         let index = reader.index();
         for e in index.entries() {
             let blob = index
-                .nar_blob(&e.nar_url)
+                .nar_blob(e.nar_url())
                 .expect("every entry's URL maps to a blob");
             assert!(
                 c.blob_exists(&blob.digest).await.unwrap(),
