@@ -130,12 +130,22 @@ pub struct CacheIndex {
 
 impl CacheIndex {
     /// Builds the index from entries in order of precedence (later wins).
+    /// A NAR URL that several current entries name maps to the latest of them.
     pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a Arc<IndexEntry>>) -> Self {
-        let mut by_hash = HashMap::new();
-        for e in entries {
+        let entries: Vec<&Arc<IndexEntry>> = entries.into_iter().collect();
+        let mut by_hash = HashMap::with_capacity(entries.len());
+        for e in &entries {
             by_hash.insert(*e.store_path.hash(), Arc::clone(e));
         }
-        let by_url = by_hash.values().map(|e| ByUrl(Arc::clone(e))).collect();
+        let mut by_url = HashSet::with_capacity(by_hash.len());
+        for e in entries {
+            if by_hash
+                .get(e.store_path.hash())
+                .is_some_and(|current| Arc::ptr_eq(current, e))
+            {
+                by_url.replace(ByUrl(Arc::clone(e)));
+            }
+        }
         CacheIndex { by_hash, by_url }
     }
 
@@ -443,6 +453,9 @@ fn entry(
     let url = match field(&narinfo, "URL") {
         Some((start, value)) if value == info.url => {
             let trimmed = value.trim_start_matches('/');
+            if trimmed.is_empty() {
+                return Err(invalid("its URL names no file".into()));
+            }
             let start = start + (value.len() - trimmed.len());
             let at = |n: usize| u32::try_from(n).map_err(|_| invalid("too large".into()));
             (at(start)?, at(start + trimmed.len())?)
@@ -529,6 +542,40 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
         assert!(!consistent, "FileHash differs");
         let (_, consistent) = entry(NARINFO.into(), file_digest(), Some(1), None).unwrap();
         assert!(!consistent, "FileSize differs");
-        assert!(entry("StorePath: x".into(), file_digest(), None, None).is_err());
+    }
+
+    #[test]
+    fn the_url_is_the_url_line_not_text_that_looks_like_one() {
+        // Before the real line: a search for "URL: " would find this first.
+        let decoy = NARINFO.replace("\nURL: ", "\nX-Note: URL: nar/decoy\nURL: ");
+        let (e, _) = entry(decoy, file_digest(), None, None).unwrap();
+        assert_eq!(
+            e.nar_url(),
+            "nar/0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d.nar.xz"
+        );
+        let slashes = NARINFO.replace(
+            "URL: /nar/0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d.nar.xz",
+            "URL: //",
+        );
+        let err = entry(slashes, file_digest(), None, None).unwrap_err();
+        assert!(err.to_string().contains("names no file"), "{err}");
+    }
+
+    #[test]
+    fn a_url_two_entries_name_maps_to_the_later_one() {
+        let older = Arc::new(
+            entry(NARINFO.into(), file_digest(), Some(1), None)
+                .unwrap()
+                .0,
+        );
+        let other = NARINFO.replace(
+            "0dihxb929w72zfz7wwi50rgc3w9060kf-gifsicle",
+            "1dihxb929w72zfz7wwi50rgc3w9060kf-gifsicle",
+        );
+        let newer = Arc::new(entry(other, file_digest(), Some(2), None).unwrap().0);
+        let url = older.nar_url().to_owned();
+        let size = |i: &CacheIndex| i.nar_blob(&url).and_then(|b| b.size);
+        assert_eq!(size(&CacheIndex::from_entries([&older, &newer])), Some(2));
+        assert_eq!(size(&CacheIndex::from_entries([&newer, &older])), Some(1));
     }
 }
