@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use narbor_proto::store_path::HASH_CHARS;
-use narbor_proto::{NarInfo, StorePath, StorePathHash};
+use narbor_proto::{NarInfo, PublicKey, StorePath, StorePathHash};
 
 use crate::format::{EntriesDoc, LegacyIndex, MAX_ENTRIES_BLOB};
 use crate::{
@@ -117,6 +117,8 @@ pub struct Fragment {
     pub digest: Digest,
     pub manifest: ImageManifest,
     pub entries: Vec<Arc<IndexEntry>>,
+    /// Entries left out for want of a signature by a trusted key.
+    pub untrusted: usize,
     /// True for nixcache-oci's `cache-index`.
     pub legacy: bool,
 }
@@ -202,6 +204,9 @@ pub struct RefreshStats {
     pub removed: usize,
     /// Entries in the index afterwards.
     pub entries: usize,
+    /// Entries of the fragments read that were left out: no valid signature
+    /// by a trusted key (see [`IndexReader::with_trusted_keys`]).
+    pub untrusted: usize,
     /// True when the snapshot was rebuilt.
     pub changed: bool,
 }
@@ -211,6 +216,7 @@ pub struct IndexReader {
     client: Arc<RegistryClient>,
     fragments: BTreeMap<String, Arc<Fragment>>,
     index: Arc<CacheIndex>,
+    trusted: Arc<[PublicKey]>,
 }
 
 /// Fragments fetched at once.
@@ -222,7 +228,17 @@ impl IndexReader {
             client,
             fragments: BTreeMap::new(),
             index: Arc::new(CacheIndex::default()),
+            trusted: Arc::from(Vec::new()),
         }
+    }
+
+    /// Leaves out every entry whose narinfo has no valid signature by one of
+    /// `keys` (none: every entry is kept). Each entry is checked once, when
+    /// its fragment is read. For serving only: `gc` and `push` must see
+    /// every entry.
+    pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted = Arc::from(keys);
+        self
     }
 
     pub fn client(&self) -> &Arc<RegistryClient> {
@@ -272,10 +288,10 @@ impl IndexReader {
             .filter(|t| !wanted.contains(t))
             .cloned()
             .collect();
-        let client = &self.client;
+        let (client, trusted) = (&self.client, &self.trusted);
         let fetched: Vec<(String, Result<Option<Fragment>, OciError>)> =
             futures_util::stream::iter(to_fetch.into_iter().map(|tag| async move {
-                let r = read_fragment(client, &tag).await;
+                let r = read_fragment(client, &tag, trusted).await;
                 (tag, r)
             }))
             .buffer_unordered(FETCH_CONCURRENCY)
@@ -305,6 +321,7 @@ impl IndexReader {
             stats.changed = true;
         }
         stats.entries = self.index.len();
+        stats.untrusted = self.fragments.values().map(|f| f.untrusted).sum();
         tracing::debug!(?stats, "index refreshed");
         Ok(stats)
     }
@@ -314,7 +331,11 @@ impl IndexReader {
 /// entries blob is gone (a fragment being compacted away). A fragment that
 /// is not valid is logged and read as empty, so one bad document cannot take
 /// the cache down.
-async fn read_fragment(client: &RegistryClient, tag: &str) -> Result<Option<Fragment>, OciError> {
+async fn read_fragment(
+    client: &RegistryClient,
+    tag: &str,
+    trusted: &[PublicKey],
+) -> Result<Option<Fragment>, OciError> {
     let Some((bytes, digest)) = client.get_manifest(tag).await? else {
         return Ok(None);
     };
@@ -350,23 +371,31 @@ async fn read_fragment(client: &RegistryClient, tag: &str) -> Result<Option<Frag
         }
         Err(e) => return Err(e),
     };
-    let entries = if legacy {
-        parse_legacy(&blob, &what)
+    let parsed = if legacy {
+        parse_legacy(&blob, &what, trusted)
     } else {
-        parse_entries(&blob, &what)
+        parse_entries(&blob, &what, trusted)
     };
-    let entries = match entries {
-        Ok(e) => e,
+    let (entries, untrusted) = match parsed {
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "ignoring an index fragment");
-            Vec::new()
+            (Vec::new(), 0)
         }
     };
+    if untrusted > 0 {
+        tracing::warn!(
+            tag,
+            untrusted,
+            "leaving out entries without a valid signature by a trusted key"
+        );
+    }
     Ok(Some(Fragment {
         tag: tag.to_owned(),
         digest,
         manifest,
         entries,
+        untrusted,
         legacy,
     }))
 }
@@ -384,14 +413,23 @@ fn empty_fragment(tag: &str, digest: Digest, manifest: Option<ImageManifest>) ->
             annotations: Default::default(),
         }),
         entries: Vec::new(),
+        untrusted: 0,
         legacy: tag == LEGACY_INDEX_TAG,
     }
 }
 
+/// A fragment's entries, and how many were left out as untrusted.
+type Parsed = (Vec<Arc<IndexEntry>>, usize);
+
 /// A narbor entries blob. Entries whose narinfo does not parse or whose
 /// `FileHash`/`FileSize` (when given) are not the blob's are skipped with a
-/// warning: serving them would hand Nix bytes it must reject.
-pub(crate) fn parse_entries(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciError> {
+/// warning: serving them would hand Nix bytes it must reject. With `trusted`
+/// keys, so are (and are counted) those no trusted key signed.
+pub(crate) fn parse_entries(
+    blob: &[u8],
+    what: &str,
+    trusted: &[PublicKey],
+) -> Result<Parsed, OciError> {
     let doc: EntriesDoc =
         serde_json::from_slice(blob).map_err(|e| OciError::invalid(what, e.to_string()))?;
     if doc.version != 1 {
@@ -400,30 +438,35 @@ pub(crate) fn parse_entries(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntr
             format!("entries version {} is newer than this narbor", doc.version),
         ));
     }
-    let mut out = Vec::with_capacity(doc.entries.len());
+    let (mut out, mut untrusted) = (Vec::with_capacity(doc.entries.len()), 0);
     for e in doc.entries {
-        match entry(
+        let made = entry(
             e.narinfo,
             e.nar_digest,
             Some(e.blob_size),
             Some(e.pushed_at),
-        ) {
-            Ok((entry, true)) => out.push(Arc::new(entry)),
-            Ok((entry, false)) => {
+            trusted,
+        );
+        match made {
+            Ok((entry, Check::Good)) => out.push(Arc::new(entry)),
+            Ok((_, Check::Untrusted)) => untrusted += 1,
+            Ok((entry, Check::OtherBlob)) => {
                 tracing::warn!(what, path = %entry.store_path, "skipping an entry whose FileHash/FileSize do not match its blob")
             }
             Err(err) => tracing::warn!(what, error = %err, "skipping an entry"),
         }
     }
-    Ok(out)
+    Ok((out, untrusted))
 }
 
-fn parse_legacy(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciError> {
+/// nixcache-oci's index: entries filed under their store path hash.
+fn parse_legacy(blob: &[u8], what: &str, trusted: &[PublicKey]) -> Result<Parsed, OciError> {
     let doc: LegacyIndex =
         serde_json::from_slice(blob).map_err(|e| OciError::invalid(what, e.to_string()))?;
-    let mut out = Vec::with_capacity(doc.entries.len());
+    let (mut out, mut untrusted) = (Vec::with_capacity(doc.entries.len()), 0);
     for (key, e) in doc.entries {
-        match entry(e.narinfo, e.nar_digest, e.nar_size, None) {
+        match entry(e.narinfo, e.nar_digest, e.nar_size, None, trusted) {
+            Ok((_, Check::Untrusted)) => untrusted += 1,
             Ok((entry, _)) if entry.store_path.hash().to_string() == key => {
                 out.push(Arc::new(entry))
             }
@@ -435,21 +478,40 @@ fn parse_legacy(blob: &[u8], what: &str) -> Result<Vec<Arc<IndexEntry>>, OciErro
             Err(err) => tracing::warn!(what, key, error = %err, "skipping a legacy entry"),
         }
     }
-    Ok(out)
+    Ok((out, untrusted))
+}
+
+/// What [`entry`] found about an entry besides its being well formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Good,
+    /// The narinfo's `FileHash` or `FileSize` is not the blob's.
+    OtherBlob,
+    /// Trusted keys were given and none signed the narinfo.
+    Untrusted,
 }
 
 /// The entry of a narinfo whose NAR is the blob `digest`, and whether the
-/// narinfo's `FileHash` and `FileSize` (when it gives them) are that blob's.
+/// narinfo's `FileHash` and `FileSize` (when it gives them) are that blob's
+/// and one of the `trusted` keys (when there are any) signed it.
 fn entry(
     narinfo: String,
     digest: Digest,
     size: Option<u64>,
     pushed_at: Option<u64>,
-) -> Result<(IndexEntry, bool), OciError> {
+    trusted: &[PublicKey],
+) -> Result<(IndexEntry, Check), OciError> {
     let invalid = |detail: String| OciError::invalid("narinfo", detail);
     let info = NarInfo::parse(&narinfo).map_err(|e| invalid(e.to_string()))?;
-    let consistent = info.file_hash.is_none_or(|h| h == digest.0)
-        && (info.file_size.is_none() || size.is_none() || info.file_size == size);
+    let check = if info.file_hash.is_some_and(|h| h != digest.0)
+        || (info.file_size.is_some() && size.is_some() && info.file_size != size)
+    {
+        Check::OtherBlob
+    } else if !trusted.is_empty() && !info.verify(trusted) {
+        Check::Untrusted
+    } else {
+        Check::Good
+    };
     let url = match field(&narinfo, "URL") {
         Some((start, value)) if value == info.url => {
             let trimmed = value.trim_start_matches('/');
@@ -472,7 +534,7 @@ fn entry(
         },
         pushed_at,
     };
-    Ok((entry, consistent))
+    Ok((entry, check))
 }
 
 #[cfg(test)]
@@ -499,8 +561,8 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
 
     #[test]
     fn an_entry_reads_its_url_and_references_back_from_its_narinfo() {
-        let (e, consistent) = entry(NARINFO.into(), file_digest(), Some(124572), Some(7)).unwrap();
-        assert!(consistent);
+        let (e, check) = entry(NARINFO.into(), file_digest(), Some(124572), Some(7), &[]).unwrap();
+        assert_eq!(check, Check::Good);
         let info = NarInfo::parse(NARINFO).unwrap();
         assert_eq!(e.narinfo(), NARINFO);
         assert_eq!(e.store_path, info.store_path);
@@ -515,7 +577,7 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
 
     #[test]
     fn the_index_finds_a_blob_by_url_with_or_without_the_slash() {
-        let (e, _) = entry(NARINFO.into(), file_digest(), Some(124572), None).unwrap();
+        let (e, _) = entry(NARINFO.into(), file_digest(), Some(124572), None, &[]).unwrap();
         let e = Arc::new(e);
         let index = CacheIndex::from_entries([&e]);
         let blob = BlobRef {
@@ -538,17 +600,17 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
     #[test]
     fn a_blob_that_is_not_the_file_the_narinfo_names_is_flagged() {
         let other = Digest(narbor_proto::Sha256::digest(b"other"));
-        let (_, consistent) = entry(NARINFO.into(), other, Some(124572), None).unwrap();
-        assert!(!consistent, "FileHash differs");
-        let (_, consistent) = entry(NARINFO.into(), file_digest(), Some(1), None).unwrap();
-        assert!(!consistent, "FileSize differs");
+        let (_, check) = entry(NARINFO.into(), other, Some(124572), None, &[]).unwrap();
+        assert_eq!(check, Check::OtherBlob, "FileHash differs");
+        let (_, check) = entry(NARINFO.into(), file_digest(), Some(1), None, &[]).unwrap();
+        assert_eq!(check, Check::OtherBlob, "FileSize differs");
     }
 
     #[test]
     fn the_url_is_the_url_line_not_text_that_looks_like_one() {
         // Before the real line: a search for "URL: " would find this first.
         let decoy = NARINFO.replace("\nURL: ", "\nX-Note: URL: nar/decoy\nURL: ");
-        let (e, _) = entry(decoy, file_digest(), None, None).unwrap();
+        let (e, _) = entry(decoy, file_digest(), None, None, &[]).unwrap();
         assert_eq!(
             e.nar_url(),
             "nar/0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d.nar.xz"
@@ -557,14 +619,14 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
             "URL: /nar/0j0wgbf3hqf14v560k7w6lxmzhl6k8ngnar0nb44lpmarvkrr50d.nar.xz",
             "URL: //",
         );
-        let err = entry(slashes, file_digest(), None, None).unwrap_err();
+        let err = entry(slashes, file_digest(), None, None, &[]).unwrap_err();
         assert!(err.to_string().contains("names no file"), "{err}");
     }
 
     #[test]
     fn a_url_two_entries_name_maps_to_the_later_one() {
         let older = Arc::new(
-            entry(NARINFO.into(), file_digest(), Some(1), None)
+            entry(NARINFO.into(), file_digest(), Some(1), None, &[])
                 .unwrap()
                 .0,
         );
@@ -572,10 +634,29 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
             "0dihxb929w72zfz7wwi50rgc3w9060kf-gifsicle",
             "1dihxb929w72zfz7wwi50rgc3w9060kf-gifsicle",
         );
-        let newer = Arc::new(entry(other, file_digest(), Some(2), None).unwrap().0);
+        let newer = Arc::new(entry(other, file_digest(), Some(2), None, &[]).unwrap().0);
         let url = older.nar_url().to_owned();
         let size = |i: &CacheIndex| i.nar_blob(&url).and_then(|b| b.size);
         assert_eq!(size(&CacheIndex::from_entries([&older, &newer])), Some(2));
         assert_eq!(size(&CacheIndex::from_entries([&newer, &older])), Some(1));
+    }
+
+    #[test]
+    fn with_trusted_keys_an_entry_needs_a_signature_by_one() {
+        let check = |keys: &[PublicKey]| {
+            entry(NARINFO.into(), file_digest(), Some(124572), None, keys)
+                .unwrap()
+                .1
+        };
+        let nixos =
+            PublicKey::parse("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
+                .unwrap();
+        let other = narbor_proto::SecretKey::from_seed("other-1", [7; 32])
+            .unwrap()
+            .public_key();
+        assert_eq!(check(&[]), Check::Good, "no keys: every entry");
+        assert_eq!(check(std::slice::from_ref(&nixos)), Check::Good);
+        assert_eq!(check(std::slice::from_ref(&other)), Check::Untrusted);
+        assert_eq!(check(&[other, nixos]), Check::Good, "any one key");
     }
 }

@@ -187,6 +187,7 @@ async fn admin_refresh(
     let body = serde_json::json!({
         "ok": code == StatusCode::OK,
         "entries": oci.index().len(),
+        "untrusted_entries": rec.untrusted,
         "fragments_fetched": rec.fetched_fragments,
         "changed": rec.changed,
         "error": rec.error,

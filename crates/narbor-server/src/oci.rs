@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use narbor_oci::{CacheIndex, IndexReader, RegistryClient};
+use narbor_proto::PublicKey;
 use tokio::sync::Notify;
 
 use crate::metrics::{unix_seconds, MetricsSource, Sample, SampleKind};
@@ -23,6 +24,8 @@ pub struct RefreshRecord {
     pub duration: Duration,
     pub fetched_fragments: usize,
     pub changed: bool,
+    /// Entries left out for want of a signature by a trusted key.
+    pub untrusted: usize,
     /// The error of the last attempt, when it failed (the snapshot stays).
     pub error: Option<String>,
     pub attempts: u64,
@@ -39,6 +42,8 @@ pub struct OciSource {
     /// Refreshes started so far (the record counts those finished).
     started: std::sync::atomic::AtomicU64,
     ttl: Duration,
+    /// With keys, entries no trusted key signed are not served (`--trusted-key`).
+    trusted: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for OciSource {
@@ -51,7 +56,11 @@ impl std::fmt::Debug for OciSource {
 }
 
 impl OciSource {
-    pub fn new(client: Arc<RegistryClient>, ttl: Duration) -> Arc<OciSource> {
+    pub fn new(
+        client: Arc<RegistryClient>,
+        ttl: Duration,
+        trusted: Vec<PublicKey>,
+    ) -> Arc<OciSource> {
         Arc::new(OciSource {
             client,
             index: RwLock::new(Arc::new(CacheIndex::default())),
@@ -60,6 +69,7 @@ impl OciSource {
             done: Notify::new(),
             started: std::sync::atomic::AtomicU64::new(0),
             ttl,
+            trusted,
         })
     }
 
@@ -82,7 +92,8 @@ impl OciSource {
     /// Refreshes every `ttl` and whenever [`request_refresh`](Self::request_refresh)
     /// asks; runs until the task is dropped. The first refresh happens at once.
     pub async fn run(self: Arc<Self>) {
-        let mut reader = IndexReader::new(Arc::clone(&self.client));
+        let mut reader =
+            IndexReader::new(Arc::clone(&self.client)).with_trusted_keys(self.trusted.clone());
         loop {
             self.started
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -106,6 +117,7 @@ impl OciSource {
                         }
                         rec.fetched_fragments = stats.fetched;
                         rec.changed = stats.changed;
+                        rec.untrusted = stats.untrusted;
                         rec.error = None;
                     }
                     Err(e) => {
@@ -158,6 +170,7 @@ impl OciSource {
         serde_json::json!({
             "store": self.client.store().to_string(),
             "entries": self.index().len(),
+            "untrusted_entries": rec.untrusted,
             "index_ttl_seconds": self.ttl.as_secs(),
             "last_refresh": rec.finished.map(unix_seconds),
             "last_refresh_ms": rec.duration.as_millis() as u64,
@@ -190,6 +203,11 @@ impl MetricsSource for OciSource {
                 "narbor_oci_index_entries",
                 "Store paths in the OCI index snapshot being served.",
                 self.index().len() as f64,
+            ),
+            gauge(
+                "narbor_oci_index_untrusted_entries",
+                "OCI index entries not served: no valid signature by a trusted key.",
+                rec.untrusted as f64,
             ),
             gauge(
                 "narbor_oci_index_refresh_age_seconds",

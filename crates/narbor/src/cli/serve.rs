@@ -52,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(store) => Some(narbor_server::oci::OciSource::new(
             super::oci::client(store)?,
             settings.index_ttl,
+            settings.trusted_keys.clone(),
         )),
         None => None,
     };

@@ -721,6 +721,76 @@ fn gc_racing_a_push_loses_nothing_the_push_published() {
 }
 
 #[test]
+fn serve_oci_leaves_out_what_no_trusted_key_signed() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("team/trusted");
+    let (sk, public) = keys(&env);
+    let path = small_closure(&env, "trusted-a");
+    push_signed(&env, &store, &sk, &[&path]);
+    let (other_sk, other_pk) = (env.path("other.sk"), env.path("other.pk"));
+    run_ok(
+        narbor()
+            .args(["keygen", "someone-else-1"])
+            .arg(&other_sk)
+            .arg(&other_pk),
+    );
+    let other = std::fs::read_to_string(&other_pk)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let narinfo = format!(
+        "/{}.narinfo",
+        &path.file_name().unwrap().to_string_lossy()[..32]
+    );
+    let refresh = |narbor: &NarborServer| -> serde_json::Value {
+        let r = crate::upstream::request(narbor.addr, "POST", "/_refresh", &[]);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        serde_json::from_slice(&r.body).unwrap()
+    };
+
+    // Signed by a key narbor was not told to trust: not served.
+    let strict = serve_oci(
+        &env.path("cache-strict"),
+        &store,
+        &["--index-ttl", "1h", "--trusted-key", &other],
+    );
+    let body = refresh(&strict);
+    assert_eq!(
+        (body["entries"].as_u64(), body["untrusted_entries"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(strict.get(&narinfo).status, 404);
+    let metrics = String::from_utf8(strict.get("/metrics").body).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "narbor_oci_index_untrusted_entries 2"),
+        "{metrics}"
+    );
+
+    // Trusting the push key too: served.
+    let both = serve_oci(
+        &env.path("cache-both"),
+        &store,
+        &[
+            "--index-ttl",
+            "1h",
+            "--trusted-key",
+            &other,
+            "--trusted-key",
+            &public,
+        ],
+    );
+    let body = refresh(&both);
+    assert_eq!(
+        (body["entries"].as_u64(), body["untrusted_entries"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(both.get(&narinfo).status, 200);
+}
+
+#[test]
 fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
     let env = NixEnv::new();
     let registry = Registry::start(Auth::Htpasswd);
