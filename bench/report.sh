@@ -130,8 +130,8 @@ Figures in parentheses are the number of runs a median is taken over. Units are
 in the metric names: MiB/s counts response bodies as `wrk` reads them; "upstream
 bytes / object" is the NAR bytes the upstream sent divided by the object's size
 (1.00: fetched once); "narbor / tuned" divides narbor's median by the tuned
-nginx's (row 7: by nix copy's; row 8: by narbor's store-backed serve),
-whichever direction is better for the metric; "per run" is the median
+nginx's (row 7: by nix copy's; row 8: by narbor's store-backed serve): above 1
+is better for rates, below 1 for times, CPU, memory and latency; "per run" is the median
 of that ratio taken run by run (each run measures the systems back to back, so
 this pairs figures taken under similar load). The "met" column judges the
 ratio of medians.
