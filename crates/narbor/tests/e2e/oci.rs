@@ -76,13 +76,17 @@ fn gc_cmd(store: &str) -> Command {
 }
 
 fn keys(env: &NixEnv) -> (PathBuf, String) {
-    let (sk, pk) = (env.path("push.sk"), env.path("push.pk"));
-    run_ok(
-        narbor()
-            .args(["keygen", "narbor-push-test-1"])
-            .arg(&sk)
-            .arg(&pk),
+    keys_named(env, "push", "narbor-push-test-1")
+}
+
+/// A key pair made by `narbor keygen KEY_NAME` into `FILE.sk` and `FILE.pk`:
+/// the secret key's path and the public key.
+fn keys_named(env: &NixEnv, file: &str, key_name: &str) -> (PathBuf, String) {
+    let (sk, pk) = (
+        env.path(&format!("{file}.sk")),
+        env.path(&format!("{file}.pk")),
     );
+    run_ok(narbor().args(["keygen", key_name]).arg(&sk).arg(&pk));
     let public = std::fs::read_to_string(&pk).unwrap().trim().to_owned();
     (sk, public)
 }
@@ -728,17 +732,7 @@ fn serve_oci_leaves_out_what_no_trusted_key_signed() {
     let (sk, public) = keys(&env);
     let path = small_closure(&env, "trusted-a");
     push_signed(&env, &store, &sk, &[&path]);
-    let (other_sk, other_pk) = (env.path("other.sk"), env.path("other.pk"));
-    run_ok(
-        narbor()
-            .args(["keygen", "someone-else-1"])
-            .arg(&other_sk)
-            .arg(&other_pk),
-    );
-    let other = std::fs::read_to_string(&other_pk)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (_, other) = keys_named(&env, "other", "someone-else-1");
     let narinfo = format!(
         "/{}.narinfo",
         &path.file_name().unwrap().to_string_lossy()[..32]
