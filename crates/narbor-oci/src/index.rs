@@ -7,6 +7,7 @@
 //! and entries blobs of new tags only, forgets the tags that disappeared
 //! (compacted by gc), and rebuilds the snapshot when anything changed: later
 //! fragments (in tag order) win per store path, the legacy index loses to all.
+//! With trusted keys, that is among the entries a trusted key signed.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -234,8 +235,10 @@ impl IndexReader {
 
     /// Leaves out every entry whose narinfo has no valid signature by one of
     /// `keys` (none: every entry is kept). Each entry is checked once, when
-    /// its fragment is read. For serving only: `gc` and `push` must see
-    /// every entry.
+    /// its fragment is read. A left-out entry does not hide an earlier entry
+    /// of the same path that a trusted key signed: that one is served. For
+    /// serving only: `gc` and `push` must see every entry (gc keeps only the
+    /// latest entry of a path, trusted or not).
     pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
         self.trusted = Arc::from(keys);
         self
@@ -503,12 +506,14 @@ fn entry(
 ) -> Result<(IndexEntry, Check), OciError> {
     let invalid = |detail: String| OciError::invalid("narinfo", detail);
     let info = NarInfo::parse(&narinfo).map_err(|e| invalid(e.to_string()))?;
-    let check = if info.file_hash.is_some_and(|h| h != digest.0)
+    // The signature first: callers that accept an entry naming another blob
+    // (the legacy index) must still never accept an untrusted one.
+    let check = if !trusted.is_empty() && !info.verify(trusted) {
+        Check::Untrusted
+    } else if info.file_hash.is_some_and(|h| h != digest.0)
         || (info.file_size.is_some() && size.is_some() && info.file_size != size)
     {
         Check::OtherBlob
-    } else if !trusted.is_empty() && !info.verify(trusted) {
-        Check::Untrusted
     } else {
         Check::Good
     };
@@ -657,6 +662,16 @@ Sig: cache.nixos.org-1:6cQ8ux1d9M6jbC7gwoHqTRZIxIHz1R65LcHIEPHozFxz4ZhYuDi2In0q8
         assert_eq!(check(&[]), Check::Good, "no keys: every entry");
         assert_eq!(check(std::slice::from_ref(&nixos)), Check::Good);
         assert_eq!(check(std::slice::from_ref(&other)), Check::Untrusted);
-        assert_eq!(check(&[other, nixos]), Check::Good, "any one key");
+        assert_eq!(check(&[other.clone(), nixos]), Check::Good, "any one key");
+        // Untrusted wins over a blob mismatch, which the legacy index accepts.
+        let (_, mismatched) = entry(
+            NARINFO.into(),
+            Digest(narbor_proto::Sha256::digest(b"other")),
+            None,
+            None,
+            std::slice::from_ref(&other),
+        )
+        .unwrap();
+        assert_eq!(mismatched, Check::Untrusted);
     }
 }

@@ -206,7 +206,7 @@ impl MetricsSource for OciSource {
             ),
             gauge(
                 "narbor_oci_index_untrusted_entries",
-                "OCI index entries not served: no valid signature by a trusted key.",
+                "OCI index entries left out, per fragment: no valid signature by a trusted key.",
                 rec.untrusted as f64,
             ),
             gauge(
