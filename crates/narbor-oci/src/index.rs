@@ -15,7 +15,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use narbor_proto::store_path::HASH_CHARS;
 use narbor_proto::{NarInfo, PublicKey, StorePath, StorePathHash};
 
 use crate::format::{EntriesDoc, LegacyIndex, MAX_ENTRIES_BLOB};
@@ -64,26 +63,12 @@ impl IndexEntry {
 
     /// The hash parts of its references (for gc's closure).
     pub fn references(&self) -> impl Iterator<Item = StorePathHash> + '_ {
-        field(&self.narinfo, "References")
+        NarInfo::field_in(&self.narinfo, "References")
             .map_or("", |(_, v)| v)
             .split_ascii_whitespace()
-            .filter_map(|r| StorePathHash::parse(r.get(..HASH_CHARS)?).ok())
+            .filter_map(|r| StorePath::from_base_name(r).ok())
+            .map(|p| *p.hash())
     }
-}
-
-/// The value of the first `key: value` line of a narinfo, and where it
-/// starts; split as `NarInfo::parse` splits (at `\n`, then at the first `": "`).
-fn field<'a>(text: &'a str, key: &str) -> Option<(usize, &'a str)> {
-    let mut start = 0;
-    for line in text.split('\n') {
-        if let Some((k, v)) = line.split_once(": ") {
-            if k == key {
-                return Some((start + k.len() + 2, v));
-            }
-        }
-        start += line.len() + 1;
-    }
-    None
 }
 
 /// An entry keyed by its NAR URL, so the URL map needs no copy of the URL.
@@ -517,7 +502,7 @@ fn entry(
     } else {
         Check::Good
     };
-    let url = match field(&narinfo, "URL") {
+    let url = match NarInfo::field_in(&narinfo, "URL") {
         Some((start, value)) if value == info.url => {
             let trimmed = value.trim_start_matches('/');
             if trimmed.is_empty() {

@@ -178,6 +178,17 @@ impl NarInfo {
         }
     }
 
+    /// The value of the first `key` line of the narinfo text `s`, and the
+    /// byte offset where it starts, with lines split as [`parse`](Self::parse)
+    /// splits them. For reading a field back from a text that parsed, without
+    /// keeping a copy of it.
+    pub fn field_in<'a>(s: &'a str, key: &str) -> Option<(usize, &'a str)> {
+        kv::fields(s)
+            .filter_map(Result::ok)
+            .find(|f| f.key == key)
+            .map(|f| (f.value.as_ptr() as usize - s.as_ptr() as usize, f.value))
+    }
+
     /// Parses one document.
     pub fn parse(s: &str) -> Result<Self, NarInfoError> {
         if s.len() > MAX_NARINFO_SIZE {

@@ -583,3 +583,18 @@ fn split_documents_reports_first_lines() {
         assert!(NarInfo::parse(doc).unwrap().verify(&nixos_key()));
     }
 }
+
+#[test]
+fn a_field_is_found_where_parse_reads_it() {
+    let info = NarInfo::parse(ASSIMP).unwrap();
+    let (at, url) = NarInfo::field_in(ASSIMP, "URL").unwrap();
+    assert_eq!(url, info.url);
+    assert_eq!(&ASSIMP[at..at + url.len()], url);
+    // Split at the first ": ", as parse splits: this line's key is X-Note.
+    let decoy = with_line(ASSIMP, "URL", Some("X-Note: URL: nar/decoy\nURL: nar/real"));
+    assert_eq!(
+        NarInfo::field_in(&decoy, "URL").map(|f| f.1),
+        Some("nar/real")
+    );
+    assert_eq!(NarInfo::field_in(ASSIMP, "Nothing"), None);
+}

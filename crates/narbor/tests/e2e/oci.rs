@@ -167,6 +167,21 @@ fn serve_oci(cache: &Path, store: &str, extra: &[&str]) -> NarborServer {
     )
 }
 
+/// `/<hash>.narinfo` for a store path.
+fn narinfo_path(path: &Path) -> String {
+    format!(
+        "/{}.narinfo",
+        &path.file_name().unwrap().to_string_lossy()[..32]
+    )
+}
+
+/// `POST /_refresh`, which must succeed: its JSON answer.
+fn refresh(narbor: &NarborServer) -> serde_json::Value {
+    let r = crate::upstream::request(narbor.addr, "POST", "/_refresh", &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
 /// Waits until the served index has `n` entries (the first refresh runs in
 /// the background after start).
 fn wait_for_entries(narbor: &NarborServer, n: u64) -> serde_json::Value {
@@ -733,15 +748,7 @@ fn serve_oci_leaves_out_what_no_trusted_key_signed() {
     let path = small_closure(&env, "trusted-a");
     push_signed(&env, &store, &sk, &[&path]);
     let (_, other) = keys_named(&env, "other", "someone-else-1");
-    let narinfo = format!(
-        "/{}.narinfo",
-        &path.file_name().unwrap().to_string_lossy()[..32]
-    );
-    let refresh = |narbor: &NarborServer| -> serde_json::Value {
-        let r = crate::upstream::request(narbor.addr, "POST", "/_refresh", &[]);
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        serde_json::from_slice(&r.body).unwrap()
-    };
+    let narinfo = narinfo_path(&path);
 
     // Signed by a key narbor was not told to trust: not served.
     let strict = serve_oci(
@@ -805,8 +812,7 @@ fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
     );
 
     // narinfo from memory, NAR from the registry (then from the local store).
-    let hash = |p: &Path| p.file_name().unwrap().to_string_lossy()[..32].to_owned();
-    let r = narbor.get(&format!("/{}.narinfo", hash(&first)));
+    let r = narbor.get(&narinfo_path(&first));
     assert_eq!((r.status, r.cache_status()), (200, "HIT"));
     let info = NarInfo::parse(std::str::from_utf8(&r.body).unwrap()).unwrap();
     let head = narbor.head(&format!("/{}", info.url));
@@ -826,23 +832,9 @@ fn serve_oci_serves_from_memory_refreshes_on_request_and_reports_status() {
     // refreshes now (the TTL is an hour).
     let second = small_closure(&env, "served-b");
     push_signed(&env, &store, &sk, &[&second]);
-    assert_eq!(
-        narbor.get(&format!("/{}.narinfo", hash(&second))).status,
-        404
-    );
-    let refreshed = crate::upstream::request(narbor.addr, "POST", "/_refresh", &[]);
-    assert_eq!(
-        refreshed.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&refreshed.body)
-    );
-    let body: serde_json::Value = serde_json::from_slice(&refreshed.body).unwrap();
-    assert_eq!(body["entries"], 4);
-    assert_eq!(
-        narbor.get(&format!("/{}.narinfo", hash(&second))).status,
-        200
-    );
+    assert_eq!(narbor.get(&narinfo_path(&second)).status, 404);
+    assert_eq!(refresh(&narbor)["entries"], 4);
+    assert_eq!(narbor.get(&narinfo_path(&second)).status, 200);
     assert_eq!(
         crate::upstream::request(narbor.addr, "GET", "/_refresh", &[]).status,
         405
