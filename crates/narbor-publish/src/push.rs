@@ -22,7 +22,7 @@ use narbor_oci::{
 };
 use narbor_proto::{NarInfo, SecretKey, StorePathHash};
 
-use crate::compress::{dump_compressed, dump_into, Chunk, ChunkSender, Dumped, Sums};
+use crate::compress::{dump_compressed, dump_into, Chunk, ChunkPool, ChunkSender, Dumped, Sums};
 use crate::{Compression, PathInfo, PublishError, UpstreamCheck};
 
 /// What to push and how.
@@ -186,11 +186,14 @@ async fn prepare_all(
     reporter: &dyn Reporter,
     summary: &mut PushSummary,
 ) -> Result<Vec<NewEntry>, PublishError> {
+    // Three chunks per job at most are in memory (see STREAM_CHUNK).
+    let pool = ChunkPool::new(STREAM_CHUNK, 3 * opts.jobs.max(1));
     let results: Vec<Result<(NewEntry, bool, u64), PublishError>> =
         futures_util::stream::iter(todo.iter().map(|info| {
             let client = Arc::clone(client);
+            let pool = pool.clone();
             async move {
-                let (entry, uploaded) = prepare_one(&client, info, opts).await?;
+                let (entry, uploaded) = prepare_one(&client, info, opts, pool).await?;
                 reporter.event(Event::PathDone {
                     path: &info.path.to_absolute_path(),
                     nar_size: info.nar_size,
@@ -229,8 +232,9 @@ async fn prepare_one(
     client: &RegistryClient,
     info: &PathInfo,
     opts: &PushOptions,
+    pool: ChunkPool,
 ) -> Result<(NewEntry, bool), PublishError> {
-    match stream_one(client, info, opts).await {
+    match stream_one(client, info, opts, pool).await {
         // Only what another attempt may cure (as `upload_blob_file` retries).
         Err(Streaming::UploadFailed(
             e @ (OciError::Transport { .. } | OciError::Status { .. }),
@@ -272,12 +276,13 @@ async fn stream_one(
     client: &RegistryClient,
     info: &PathInfo,
     opts: &PushOptions,
+    pool: ChunkPool,
 ) -> Result<(NewEntry, bool), Streaming> {
     let path = PathBuf::from(info.path.to_absolute_path());
     let compression = opts.compression;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
     let dump = tokio::task::spawn_blocking(move || -> Result<Sums, PublishError> {
-        let (sender, sums) = dump_into(&path, compression, ChunkSender::new(STREAM_CHUNK, tx))?;
+        let (sender, sums) = dump_into(&path, compression, ChunkSender::new(pool, tx))?;
         sender
             .close()
             .map_err(PublishError::io("handing the NAR to the upload"))?;
