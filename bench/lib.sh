@@ -11,6 +11,7 @@ BENCH_RESULTS=${BENCH_RESULTS:-$PWD/bench/results}
 RUNS=5            # runs per measurement for the quick rows (median reported)
 HIT_RUNS=7        # runs for the request-rate rows (1 and 8), the ones noise moves most
 SLOW_RUNS=3       # runs per measurement for the rows that fetch whole objects cold
+PUSH_RUNS=5       # runs of row 7, whose baseline (nix copy) swings most from run to run
 DURATION=10       # seconds per wrk run
 SMALL_NAR_MB=50
 LARGE_NAR_MB=1024
@@ -44,6 +45,16 @@ log() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
 now_ns() { date +%s%N; }
 ms_since() { echo $(( ($(now_ns) - $1) / 1000000 )); }
+# A note for the machine line when this is a VM that hands freed memory back
+# to its host (free page reporting): there, memory touched for the first time
+# since it was freed costs a fault on the host too. On the machine of
+# BENCHMARKS.md, touching a fresh GiB took 0.7 to 2.9 s from one try to the
+# next, and whatever writes much new data (page cache included) pays it.
+page_reporting() {
+  local order=/sys/module/page_reporting/parameters/page_reporting_order
+  [ -r "$order" ] || return 0
+  echo " (a VM handing freed memory back to its host: free page reporting, blocks of $((4 << $(cat "$order"))) KiB)"
+}
 
 # ---- processes --------------------------------------------------------------
 PIDS=()

@@ -54,7 +54,7 @@ if [ -z "$full" ]; then BENCH_RESULTS=${BENCH_WORK:-/tmp/narbor-bench}/results; 
 . bench/lib.sh
 for f in bench/fixture.sh bench/rows/*.sh; do . "$f"; done
 if [ -n "$smoke" ]; then
-  RUNS=1 HIT_RUNS=1 SLOW_RUNS=1 DURATION=1
+  RUNS=1 HIT_RUNS=1 SLOW_RUNS=1 PUSH_RUNS=1 DURATION=1
   SMALL_NAR_MB=2 LARGE_NAR_MB=16 STORM_NAR_MB=8 STORM_CLIENTS=8 UPSTREAM_RATE=16m
   FLEET_CLIENTS=2 CLOSURE_MB=8 MEM_DOWNLOADS=8 OBJECTS=10000
   PUBLISH_PART_MB=2
@@ -81,7 +81,7 @@ command_line="scripts/bench.sh${smoke:+ --smoke}"
 {
   echo "command: $command_line"
   echo "cores: $(nproc) ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"
-  echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "memory: $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)$(page_reporting)"
   echo "kernel: $(uname -sr)"
   echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //'), wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}'), nix: $(nix --version | awk '{print $3}')"
   echo "narbor: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (with uncommitted changes)')"
@@ -115,7 +115,7 @@ done
   echo "finished: $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "elapsed: $(( $(ms_since "$started") / 1000 )) s"
 } >> "$BENCH_RESULTS/machine.txt"
-settings="runs $HIT_RUNS (request-rate rows 1, 8) / $RUNS (other quick rows) / $SLOW_RUNS (cold rows), wrk $DURATION s per run; NARs of $SMALL_NAR_MB and $LARGE_NAR_MB MiB; storm $STORM_CLIENTS clients, $STORM_NAR_MB MiB NAR; upstream limit_rate $UPSTREAM_RATE per connection; fleet $FLEET_CLIENTS clients, $CLOSURE_MB MiB closure; $MEM_DOWNLOADS downloads; $OBJECTS objects; publish closure $PUBLISH_PARTS x $PUBLISH_PART_MB MiB"
+settings="runs $HIT_RUNS (request-rate rows 1, 8) / $RUNS (other quick rows) / $SLOW_RUNS (cold rows) / $PUSH_RUNS (row 7), wrk $DURATION s per run; NARs of $SMALL_NAR_MB and $LARGE_NAR_MB MiB; storm $STORM_CLIENTS clients, $STORM_NAR_MB MiB NAR; upstream limit_rate $UPSTREAM_RATE per connection; fleet $FLEET_CLIENTS clients, $CLOSURE_MB MiB closure; $MEM_DOWNLOADS downloads; $OBJECTS objects; publish closure $PUBLISH_PARTS x $PUBLISH_PART_MB MiB"
 echo "settings: $settings" >> "$BENCH_RESULTS/machine.txt"
 if [ -n "$full" ]; then
   bench/report.sh "$BENCH_RESULTS" > BENCHMARKS.md

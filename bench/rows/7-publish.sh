@@ -182,7 +182,7 @@ row_7() {
     root=$(publish_closure "$kind")
     for comp in zstd none; do
       target 7 "push $kind $comp wall s" ratio_le 0.7
-      for run in $(seq "$SLOW_RUNS"); do
+      for run in $(seq "$PUSH_RUNS"); do
         # Both read the closure from the page cache, and they take turns going
         # first, so neither pays for the other's cold reads.
         nix-store -qR "$root" | while read -r p; do find "$p" -type f -exec cat {} +; done > /dev/null
