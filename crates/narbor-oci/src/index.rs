@@ -303,9 +303,14 @@ impl IndexReader {
             self.fragments.insert(tag, Arc::new(f));
         }
         if stats.fetched > 0 || stats.removed > 0 {
-            self.index = Arc::new(CacheIndex::from_entries(
-                self.fragments.values().flat_map(|f| f.entries.iter()),
-            ));
+            // A million entries take most of a second to merge: off the
+            // runtime's threads, which a server's requests run on.
+            let fragments: Vec<Arc<Fragment>> = self.fragments.values().cloned().collect();
+            let index = off_runtime("merging the index", move || {
+                CacheIndex::from_entries(fragments.iter().flat_map(|f| f.entries.iter()))
+            })
+            .await?;
+            self.index = Arc::new(index);
             stats.changed = true;
         }
         stats.entries = self.index.len();
@@ -322,7 +327,7 @@ impl IndexReader {
 async fn read_fragment(
     client: &RegistryClient,
     tag: &str,
-    trusted: &[PublicKey],
+    trusted: &Arc<[PublicKey]>,
 ) -> Result<Option<Fragment>, OciError> {
     let Some((bytes, digest)) = client.get_manifest(tag).await? else {
         return Ok(None);
@@ -359,11 +364,17 @@ async fn read_fragment(
         }
         Err(e) => return Err(e),
     };
-    let parsed = if legacy {
-        parse_legacy(&blob, &what, trusted)
-    } else {
-        parse_entries(&blob, &what, trusted)
-    };
+    // Parsing and checking signatures costs about 50 µs an entry: off the
+    // runtime's threads.
+    let (keys, what2) = (Arc::clone(trusted), what.clone());
+    let parsed = off_runtime("reading an index fragment", move || {
+        if legacy {
+            parse_legacy(&blob, &what2, &keys)
+        } else {
+            parse_entries(&blob, &what2, &keys)
+        }
+    })
+    .await?;
     let (entries, untrusted) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -386,6 +397,16 @@ async fn read_fragment(
         untrusted,
         legacy,
     }))
+}
+
+/// Runs `f` on tokio's blocking threads.
+async fn off_runtime<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, OciError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| OciError::invalid(what, format!("the task failed: {e}")))
 }
 
 fn empty_fragment(tag: &str, digest: Digest, manifest: Option<ImageManifest>) -> Fragment {

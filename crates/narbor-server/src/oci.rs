@@ -107,7 +107,11 @@ impl OciSource {
                 match result {
                     Ok(stats) => {
                         if stats.changed {
-                            *self.index.write().unwrap_or_else(|e| e.into_inner()) = reader.index();
+                            let old = std::mem::replace(
+                                &mut *self.index.write().unwrap_or_else(|e| e.into_inner()),
+                                reader.index(),
+                            );
+                            retire(old);
                             tracing::info!(
                                 entries = stats.entries,
                                 fetched = stats.fetched,
@@ -223,4 +227,13 @@ impl MetricsSource for OciSource {
             },
         ]
     }
+}
+
+/// Drops a replaced snapshot on a blocking thread, outside the lock:
+/// freeing a million entries' maps takes milliseconds that requests waiting
+/// for the lock, or sharing a runtime thread, would otherwise wait out. (A
+/// request still holding it, for the microseconds of a lookup, may end up
+/// freeing it instead.)
+fn retire(old: Arc<CacheIndex>) {
+    tokio::task::spawn_blocking(move || drop(old));
 }
