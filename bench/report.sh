@@ -45,7 +45,8 @@ of them alike. Compare ratios, not absolute figures.
   copy** is \`nix copy --to file://...\`, **curl upload only** is the same blobs
   uploaded into the same kind of registry by \`curl\` (the registry's own cost).
 - Row 8: **narbor (serve --oci)** serves from a 1M-entry OCI index, **narbor
-  (store)** is row 1's store-backed \`narbor serve\`, measured in the same run.
+  (store)** is row 1's store-backed \`narbor serve\`, measured in the same run
+  on the same document (fetched once from the OCI server, its upstream).
 
 ## Results
 
