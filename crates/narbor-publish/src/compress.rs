@@ -191,6 +191,18 @@ pub(crate) fn dump_into<W: Write>(
     Ok((sink.inner, sums))
 }
 
+/// Dumps `path` as an uncompressed NAR into `out` (not flushed) without
+/// hashing it; returns `out` and the NAR's size. For an upload whose digest is
+/// the NarHash Nix recorded: the registry hashes what it receives and makes
+/// the blob visible only if the two match.
+pub(crate) fn dump_unhashed<W: Write>(path: &Path, mut out: W) -> Result<(W, u64), PublishError> {
+    let size = narbor_proto::nar::dump(path, &mut out).map_err(|e| PublishError::Dump {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok((out, size))
+}
+
 /// How much NAR goes into one zstd frame.
 const ZSTD_FRAME_BYTES: usize = 8 << 20;
 

@@ -22,7 +22,9 @@ use narbor_oci::{
 };
 use narbor_proto::{NarInfo, SecretKey, StorePathHash};
 
-use crate::compress::{dump_compressed, dump_into, Chunk, ChunkPool, ChunkSender, Dumped, Sums};
+use crate::compress::{
+    dump_compressed, dump_into, dump_unhashed, Chunk, ChunkPool, ChunkSender, Dumped, Sums,
+};
 use crate::{Compression, PathInfo, PublishError, UpstreamCheck};
 
 /// What to push and how.
@@ -280,9 +282,35 @@ async fn stream_one(
 ) -> Result<(NewEntry, bool), Streaming> {
     let path = PathBuf::from(info.path.to_absolute_path());
     let compression = opts.compression;
+    // Uncompressed, the blob is the NAR and its digest is the NarHash Nix
+    // recorded: the registry hashes what it receives and accepts the blob
+    // only if they match, so narbor leaves that hash to it (it was half of
+    // narbor's CPU in such a push) and checks the size; a blob already there
+    // is that NAR, with no need to read the path.
+    let nar_hash = info.nar_hash;
+    let unhashed = move |size| Sums {
+        nar_hash,
+        nar_size: size,
+        file_hash: nar_hash,
+        file_size: size,
+    };
+    if compression == Compression::None
+        && client
+            .blob_exists(&Digest(nar_hash))
+            .await
+            .map_err(Streaming::UploadFailed)?
+    {
+        return Ok((sign_entry(info, &unhashed(info.nar_size), opts), false));
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
     let dump = tokio::task::spawn_blocking(move || -> Result<Sums, PublishError> {
-        let (sender, sums) = dump_into(&path, compression, ChunkSender::new(pool, tx))?;
+        let sender = ChunkSender::new(pool, tx);
+        let (sender, sums) = if compression == Compression::None {
+            let (sender, size) = dump_unhashed(&path, sender)?;
+            (sender, unhashed(size))
+        } else {
+            dump_into(&path, compression, sender)?
+        };
         sender
             .close()
             .map_err(PublishError::io("handing the NAR to the upload"))?;
@@ -357,6 +385,16 @@ async fn stream_one(
         }
         (None, _) if present => false,
         (None, Some(bytes)) => {
+            if compression == Compression::None {
+                // Hashed here (one request's worth) for a clear error.
+                check_sums(
+                    info,
+                    &Sums {
+                        nar_hash: Digest::of(&bytes).0,
+                        ..sums
+                    },
+                )?;
+            }
             client.upload_blob_bytes(&digest, bytes).await?;
             true
         }

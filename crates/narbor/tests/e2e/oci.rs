@@ -356,6 +356,130 @@ fn an_upload_cut_midway_is_done_again_from_a_file() {
     assert_eq!(got, want);
 }
 
+/// Uncompressed, a NAR's blob is named by its NarHash: the real Nix
+/// substitutes what such a push uploaded, and a path whose NAR the registry
+/// already has (another name, the same bytes) is published without sending
+/// it again.
+#[test]
+fn an_uncompressed_push_is_substituted_and_a_blob_already_there_is_not_sent_again() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let store = registry.store("team/plain");
+    let (sk, public) = keys(&env);
+    // Over 8 MiB (an upload session), twice under two names, same bytes.
+    let script = "/usr/bin/head -c 12000000 /dev/zero > $out; echo plain >> $out";
+    let first = env.build("narbor-oci-plain-a", script, &[]);
+    let second = env.build("narbor-oci-plain-b", script, &[]);
+    let push = |p: &Path| {
+        run_ok(
+            push_cmd(&env, &store)
+                .args(["--no-skip", "--compression", "none", "--key-file"])
+                .arg(&sk)
+                .arg(p),
+        )
+    };
+    assert_eq!(uploaded(&push(&first)), 1);
+    let patches = registry.count_requests("PATCH /v2/team/plain/blobs/uploads");
+    let out = push(&second);
+    assert_eq!(uploaded(&out), 0, "{}", stdout_str(&out));
+    assert!(
+        stdout_str(&out).contains("1 already in the registry"),
+        "{}",
+        stdout_str(&out)
+    );
+    assert_eq!(
+        registry.count_requests("PATCH /v2/team/plain/blobs/uploads"),
+        patches,
+        "nothing of the second path was sent"
+    );
+
+    let want = sorted_paths(&[&first, &second]);
+    let got = substitute_from_oci(
+        &env,
+        &store,
+        &public,
+        &[&first, &second],
+        &env.path("fresh"),
+    );
+    assert_eq!(got, want);
+}
+
+/// A store path whose files no longer match the NarHash Nix recorded (one
+/// byte changed, the size kept) is refused with or without compression, as a
+/// single request and as an upload session, and nothing of it is published.
+/// Uncompressed, the registry is the one that hashes the upload (its digest
+/// is the NarHash); compressed, narbor does.
+#[test]
+fn a_store_path_changed_on_disk_is_refused_and_nothing_of_it_is_published() {
+    let env = NixEnv::new();
+    let registry = Registry::start(Auth::Htpasswd);
+    let (sk, _) = keys(&env);
+    // Unique to this run: the paths are damaged below, then deleted.
+    let nonce = env
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let small = env.build(
+        "narbor-oci-changed-small",
+        &format!("echo {nonce} > $out"),
+        &[],
+    );
+    let big = env.build(
+        "narbor-oci-changed-big",
+        &format!("/usr/bin/head -c 12000000 /dev/zero > $out; echo {nonce} >> $out"),
+        &[],
+    );
+    let nar_hash = |p: &Path| {
+        let h = env.path_info(p)["narHash"].as_str().unwrap().to_owned();
+        narbor_proto::Sha256::parse(&h).unwrap()
+    };
+    let recorded = [nar_hash(&small), nar_hash(&big)];
+    for p in [&small, &big] {
+        let mut bytes = std::fs::read(p).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(p, bytes).unwrap();
+    }
+    for compression in ["none", "zstd"] {
+        let store = registry.store(&format!("team/changed-{compression}"));
+        for (p, recorded) in [&small, &big].into_iter().zip(recorded) {
+            let out = push_cmd(&env, &store)
+                .args(["--no-skip", "--compression", compression, "--key-file"])
+                .arg(&sk)
+                .arg(p)
+                .output()
+                .unwrap();
+            let err = stderr_str(&out);
+            assert!(
+                !out.status.success(),
+                "{compression} {}: {err}",
+                p.display()
+            );
+            assert!(
+                err.contains("NarHash") && err.contains(&p.to_string_lossy().into_owned()),
+                "{compression}: {err}"
+            );
+            if compression == "none" && p == &big {
+                // The upload session's digest was the NarHash: the registry refused it.
+                assert!(err.contains("DIGEST_INVALID"), "{err}");
+            }
+            assert!(indexed_paths(&store).is_empty(), "{compression}");
+            let c = client(&store);
+            assert!(
+                !rt()
+                    .block_on(c.blob_exists(&narbor_oci::Digest(recorded)))
+                    .unwrap(),
+                "{compression}: no blob claims the recorded NarHash"
+            );
+        }
+    }
+    for p in [&small, &big] {
+        run_ok(env.cmd("nix-store").arg("--delete").arg(p));
+    }
+}
+
 #[test]
 fn two_pushes_started_at_the_same_moment_lose_nothing() {
     let env = NixEnv::new();
