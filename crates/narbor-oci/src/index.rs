@@ -293,23 +293,30 @@ impl IndexReader {
                 None => stats.removed += usize::from(self.fragments.contains_key(&tag)),
             }
         }
-        // Nothing failed: apply.
-        for t in &gone {
-            self.fragments.remove(t);
-        }
         stats.removed += gone.len();
         stats.fetched = new.len();
-        for (tag, f) in new {
-            self.fragments.insert(tag, Arc::new(f));
-        }
         if stats.fetched > 0 || stats.removed > 0 {
+            // Nothing failed: the next fragments, applied to `self` only with
+            // the snapshot merged from them (so that a merge that fails, or a
+            // refresh dropped at the await, leaves both as they were).
+            let mut next = self.fragments.clone();
+            for t in &gone {
+                next.remove(t);
+            }
+            for (tag, f) in new {
+                next.insert(tag, Arc::new(f));
+            }
             // A million entries take most of a second to merge: off the
             // runtime's threads, which a server's requests run on.
-            let fragments: Vec<Arc<Fragment>> = self.fragments.values().cloned().collect();
-            let index = off_runtime("merging the index", move || {
-                CacheIndex::from_entries(fragments.iter().flat_map(|f| f.entries.iter()))
+            let (index, next) = off_runtime("merging the index", move || {
+                let index = CacheIndex::from_entries(next.values().flat_map(|f| f.entries.iter()));
+                (index, next)
             })
             .await?;
+            // Fragments a gc compacted away may hold many entries: freed
+            // off the runtime's threads too.
+            let old = std::mem::replace(&mut self.fragments, next);
+            tokio::task::spawn_blocking(move || drop(old));
             self.index = Arc::new(index);
             stats.changed = true;
         }

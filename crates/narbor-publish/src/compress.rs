@@ -365,11 +365,15 @@ impl ChunkSender {
     }
 
     fn send(&mut self, last: bool) -> io::Result<()> {
-        let next = if last { Vec::new() } else { self.pool.take() };
-        let bytes = self.pool.seal(std::mem::replace(&mut self.buf, next));
+        let bytes = self.pool.seal(std::mem::take(&mut self.buf));
         self.tx
             .blocking_send(Chunk { bytes, last })
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))?;
+        // Taken once the chunk is handed over, which may have freed a buffer.
+        if !last {
+            self.buf = self.pool.take();
+        }
+        Ok(())
     }
 
     /// Sends what is left as the last chunk.

@@ -294,13 +294,26 @@ async fn stream_one(
         file_hash: nar_hash,
         file_size: size,
     };
-    if compression == Compression::None
-        && client
-            .blob_exists(&Digest(nar_hash))
+    if compression == Compression::None {
+        let digest = Digest(nar_hash);
+        match client
+            .blob_size(&digest)
             .await
             .map_err(Streaming::UploadFailed)?
-    {
-        return Ok((sign_entry(info, &unhashed(info.nar_size), opts), false));
+        {
+            // 0: a redirect hid the size.
+            Some(size) if size == info.nar_size || size == 0 => {
+                return Ok((sign_entry(info, &unhashed(info.nar_size), opts), false));
+            }
+            Some(size) => {
+                return Err(Streaming::Failed(PublishError::Invalid(format!(
+                    "{}: the registry has a blob {digest} of {size} bytes, but this NAR (whose sha256 that is) has {}: the registry does not check what it stores against its digest; push with --compression zstd, which narbor checks itself",
+                    info.path.to_absolute_path(),
+                    info.nar_size
+                ))))
+            }
+            None => {}
+        }
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(1);
     let dump = tokio::task::spawn_blocking(move || -> Result<Sums, PublishError> {

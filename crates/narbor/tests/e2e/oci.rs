@@ -437,6 +437,7 @@ fn a_store_path_changed_on_disk_is_refused_and_nothing_of_it_is_published() {
         narbor_proto::Sha256::parse(&h).unwrap()
     };
     let recorded = [nar_hash(&small), nar_hash(&big)];
+    let _cleanup = DeleteOnDrop(&env, vec![small.clone(), big.clone()]);
     for p in [&small, &big] {
         let mut bytes = std::fs::read(p).unwrap();
         bytes[0] ^= 1;
@@ -475,8 +476,16 @@ fn a_store_path_changed_on_disk_is_refused_and_nothing_of_it_is_published() {
             );
         }
     }
-    for p in [&small, &big] {
-        run_ok(env.cmd("nix-store").arg("--delete").arg(p));
+}
+
+/// Deletes store paths when dropped: at the end of a test, passed or failed.
+struct DeleteOnDrop<'a>(&'a NixEnv, Vec<PathBuf>);
+
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        for p in &self.1 {
+            let _ = self.0.cmd("nix-store").arg("--delete").arg(p).output();
+        }
     }
 }
 
