@@ -371,14 +371,14 @@ async fn read_fragment(
         }
         Err(e) => return Err(e),
     };
-    // Parsing and checking signatures costs about 50 µs an entry: off the
-    // runtime's threads.
-    let (keys, what2) = (Arc::clone(trusted), what.clone());
+    // Parsing a thousand narinfos (and checking their signatures) is CPU
+    // work: off the runtime's threads.
+    let keys = Arc::clone(trusted);
     let parsed = off_runtime("reading an index fragment", move || {
         if legacy {
-            parse_legacy(&blob, &what2, &keys)
+            parse_legacy(&blob, &what, &keys)
         } else {
-            parse_entries(&blob, &what2, &keys)
+            parse_entries(&blob, &what, &keys)
         }
     })
     .await?;

@@ -148,10 +148,7 @@ pub(crate) fn dump_into<W: Write>(
     out: W,
 ) -> Result<(W, Sums), PublishError> {
     let sink = hashing(out);
-    let dump_err = |e: narbor_proto::nar::DumpError| PublishError::Dump {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    };
+    let dump_err = dump_error(path);
     let io = |e: io::Error| PublishError::Io {
         what: format!("compressing the NAR of {}", path.display()),
         source: e,
@@ -196,11 +193,15 @@ pub(crate) fn dump_into<W: Write>(
 /// the NarHash Nix recorded: the registry hashes what it receives and makes
 /// the blob visible only if the two match.
 pub(crate) fn dump_unhashed<W: Write>(path: &Path, mut out: W) -> Result<(W, u64), PublishError> {
-    let size = narbor_proto::nar::dump(path, &mut out).map_err(|e| PublishError::Dump {
+    let size = narbor_proto::nar::dump(path, &mut out).map_err(dump_error(path))?;
+    Ok((out, size))
+}
+
+fn dump_error(path: &Path) -> impl Fn(narbor_proto::nar::DumpError) -> PublishError + '_ {
+    move |e| PublishError::Dump {
         path: path.to_owned(),
         detail: e.to_string(),
-    })?;
-    Ok((out, size))
+    }
 }
 
 /// How much NAR goes into one zstd frame.

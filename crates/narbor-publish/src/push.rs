@@ -398,17 +398,15 @@ async fn stream_one(
         }
         (None, _) if present => false,
         (None, Some(bytes)) => {
-            if compression == Compression::None {
-                // Hashed here (one request's worth) for a clear error.
-                check_sums(
-                    info,
-                    &Sums {
-                        nar_hash: Digest::of(&bytes).0,
-                        ..sums
-                    },
-                )?;
+            if let Err(e) = client.upload_blob_bytes(&digest, bytes.clone()).await {
+                // It checks the bytes against the digest before sending;
+                // uncompressed, that digest is the NarHash: say so clearly.
+                let nar_hash = Digest::of(&bytes).0;
+                if compression == Compression::None && nar_hash != sums.nar_hash {
+                    check_sums(info, &Sums { nar_hash, ..sums })?;
+                }
+                return Err(e.into());
             }
-            client.upload_blob_bytes(&digest, bytes).await?;
             true
         }
         (None, None) => {
