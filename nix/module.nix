@@ -426,8 +426,13 @@ in
         description = "narbor Nix binary cache";
         documentation = [ "https://github.com/narbor/narbor" ];
         wantedBy = [ "multi-user.target" ];
-        wants = [ "network-online.target" ] ++ optional (acmeHost != null) "acme-finished-${acmeHost}.target";
-        after = [ "network-online.target" ] ++ optional (acmeHost != null) "acme-finished-${acmeHost}.target";
+        # acme-<cert>.service (oneshot, RemainAfterExit) puts a certificate in
+        # place (self-signed until the CA's arrives), so narbor can start after
+        # it; the CA's certificate, and every renewal, comes by reloadServices
+        # below. nixpkgs has no acme-finished-<cert>.target any more (PR
+        # #422076, 2025), and systemd counts a missing unit as done.
+        wants = [ "network-online.target" ] ++ optional (acmeHost != null) "acme-${acmeHost}.service";
+        after = [ "network-online.target" ] ++ optional (acmeHost != null) "acme-${acmeHost}.service";
         environment = optionalAttrs (cfg.oci.username != null) {
           NARBOR_REGISTRY_USERNAME = cfg.oci.username;
         };
@@ -501,6 +506,9 @@ in
     }
 
     (mkIf (acmeHost != null) {
+      # acme-order-renew-<cert>.service runs `systemctl try-reload-or-restart`
+      # on these after a new certificate: ExecReload (SIGHUP) above, so
+      # connections stay open.
       security.acme.certs.${acmeHost} = {
         reloadServices = [ "narbor.service" ];
       };

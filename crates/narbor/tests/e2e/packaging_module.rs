@@ -256,7 +256,7 @@ fn acme_certificate_is_read_through_its_group_and_reloads() {
         json!({ "cache.example.org": { "reloadServices": ["narbor.service"] } })
     );
     let after = r["service"]["after"].as_array().unwrap();
-    assert!(after.contains(&json!("acme-finished-cache.example.org.target")));
+    assert!(after.contains(&json!("acme-cache.example.org.service")));
     assert_eq!(r["firewall"]["allowedTCPPorts"], json!([443, 80]));
     assert_eq!(r["firewall"]["allowedUDPPorts"], json!([]));
     assert_eq!(sc["AmbientCapabilities"], json!(["CAP_NET_BIND_SERVICE"]));
