@@ -284,9 +284,10 @@ in
         description = ''
           Request a certificate for `tls.domain` with `security.acme` and serve
           HTTPS with it. narbor does not answer ACME challenges itself: choose
-          the challenge in `security.acme.certs.<domain>` (`dnsProvider`, or
-          `listenHTTP` when port 80 is free), and accept the terms in
-          `security.acme`.
+          the challenge in `security.acme.certs.<domain>` (`dnsProvider`,
+          `webroot`, or `listenHTTP` when port 80 is free), and in
+          `security.acme` accept the terms (`acceptTerms`) and give an email
+          (`defaults.email`): the ACME module's assertions require all three.
         '';
       };
       domain = mkOption {
