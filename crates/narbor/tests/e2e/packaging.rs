@@ -3,11 +3,11 @@
 //! Actions workflows pass actionlint (with shellcheck) and never put
 //! `${{ }}` expressions, secrets least of all, into a `run:` script.
 //!
-//! No nixpkgs exists offline, so nothing here builds the flake or evaluates
-//! the module against the real NixOS module system; what Nix 2.8 can do
-//! alone (parse every file, evaluate the CI's installables list and the
-//! example config) it does. The flake's `checks.module` VM test covers the
-//! rest on a machine with nixpkgs.
+//! No full nixpkgs exists offline, so nothing here builds the flake; what
+//! Nix 2.8 can do alone (parse every file, evaluate the CI's installables
+//! list and the example config) it does. `packaging_module.rs` evaluates the
+//! module with a real subset of nixpkgs; the flake's `checks.module` VM test
+//! covers the rest on a machine with nixpkgs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

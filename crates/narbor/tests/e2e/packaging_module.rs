@@ -1,23 +1,79 @@
-//! The NixOS module `services.narbor`, evaluated offline: `module-eval.nix`
-//! stands in for nixpkgs' `lib` and module system (nixpkgs cannot be had
-//! here) and Nix 2.8 evaluates the real `nix/module.nix` with it. Checked:
-//! the config keys it writes, the unit's hardening, the firewall, ACME,
-//! the host's substituters, that secrets travel only by LoadCredential, and
-//! that the start script really moves the registry token into the
-//! environment (run with bash). The flake's VM test covers the real thing.
+//! The NixOS module `services.narbor`, evaluated offline against real
+//! nixpkgs code: `module-nixpkgs.nix` hands `nix/module.nix` to the example
+//! harness of `../shared/fixtures/nixpkgs-subset` (nixpkgs' own lib and
+//! module system, and the real firewall, nix.settings, security.acme and
+//! systemd unit rendering; stub packages, nothing is built), and Nix 2.8
+//! evaluates it. Checked: the config keys it writes, the unit's hardening,
+//! the firewall, ACME, the host's substituters, that secrets travel only by
+//! LoadCredential, and that the start script really moves the registry token
+//! into the environment (run with bash). The flake's VM test covers the
+//! running service.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
 use crate::packaging::{check_config_types, nix_eval_json, repo_root};
-use crate::support::{run_ok, stderr_str, stdout_str};
+use crate::support::{nix_string, run_ok, stderr_str, stdout_str};
+
+/// The nixpkgs subset, beside the repository (`../shared`, as in CI). The
+/// tests only read it; a missing one fails them with this message.
+fn nixpkgs_subset() -> PathBuf {
+    let dir = repo_root().join("../shared/fixtures/nixpkgs-subset");
+    for file in [
+        "example-harness/eval.nix",
+        "lib/default.nix",
+        "nixos/modules/security/acme/default.nix",
+    ] {
+        assert!(
+            dir.join(file).is_file(),
+            "the nixpkgs subset fixture is missing: no {file} in {}. The NixOS \
+             module tests evaluate nix/module.nix with its real nixpkgs code (lib, \
+             firewall, nix.conf, ACME, systemd); it belongs at \
+             ../shared/fixtures/nixpkgs-subset, beside the repository",
+            dir.display()
+        );
+    }
+    dir.canonicalize().expect("nixpkgs subset")
+}
+
+/// `module-nixpkgs.nix` over the fixture's configuration `base`, with these
+/// `services.narbor` values and `extra` NixOS configuration (Nix attrsets).
+fn harness(base: &str, user: &str, extra: &str) -> String {
+    let fixture = nixpkgs_subset();
+    format!(
+        "import ./crates/narbor/tests/e2e/module-nixpkgs.nix {{ fixture = {}; base = {}; \
+         user = {user}; extra = {extra}; }}",
+        nix_string(fixture.to_str().expect("UTF-8 path")),
+        nix_string(base),
+    )
+}
+
+/// `nix-instantiate --eval --strict --json` of `expr`. Forcing the unit
+/// instantiates stub derivations, so Nix needs its local store (root).
+fn nix_eval(expr: &str) -> Command {
+    let mut cmd = Command::new("nix-instantiate");
+    cmd.current_dir(repo_root())
+        .env("NIX_REMOTE", "local")
+        .env_remove("NIX_PATH")
+        .args(["--eval", "--strict", "--json", "--expr", expr]);
+    cmd
+}
+
+fn eval_json(expr: &str) -> Value {
+    let out = run_ok(&mut nix_eval(expr));
+    serde_json::from_slice(&out.stdout).expect("nix-instantiate printed JSON")
+}
 
 /// The module evaluated with these `services.narbor` values (a Nix attrset).
 fn eval(user: &str) -> Value {
-    let result = nix_eval_json(&format!(
-        "import ./crates/narbor/tests/e2e/module-eval.nix {{ user = {user}; }}"
-    ));
+    eval_with(user, "{ }")
+}
+
+/// The same, with `extra` NixOS configuration beside it.
+fn eval_with(user: &str, extra: &str) -> Value {
+    let result = eval_json(&harness("defaultFromPkgs", user, extra));
     let settings = result["settings"].as_object().expect("settings").clone();
     check_config_types(&settings);
     result
@@ -25,12 +81,7 @@ fn eval(user: &str) -> Value {
 
 /// Evaluating the module with these values fails; returns the error.
 fn eval_error(user: &str) -> String {
-    let out: Output = Command::new("nix-instantiate")
-        .current_dir(repo_root())
-        .args(["--eval", "--strict", "--json", "--expr"])
-        .arg(format!(
-            "import ./crates/narbor/tests/e2e/module-eval.nix {{ user = {user}; }}"
-        ))
+    let out: Output = nix_eval(&harness("defaultFromPkgs", user, "{ }"))
         .output()
         .expect("nix-instantiate");
     assert!(
@@ -39,6 +90,19 @@ fn eval_error(user: &str) -> String {
         stdout_str(&out)
     );
     stderr_str(&out)
+}
+
+/// What NixOS itself puts in nix.conf; the real nix.nix appends it to any
+/// `nix.settings` the module sets.
+const NIXOS_SUBSTITUTER: &str = "https://cache.nixos.org/";
+const NIXOS_KEY: &str = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+/// The `KEY=` lines of a rendered unit, values in order.
+fn unit_lines<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("{key}=");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
 }
 
 #[test]
@@ -89,18 +153,27 @@ fn defaults_are_hardened_and_change_nothing_else() {
     }
     // SIGHUP reloads TLS files; without TLS there is no reload at all.
     assert!(sc.get("ExecReload").is_none());
-    assert_eq!(r["firewall"], Value::Null);
-    assert_eq!(r["nixSettings"], Value::Null);
-    assert_eq!(r["acme"], Value::Null);
+    // No port opened, the host's Nix as NixOS sets it up, no certificate,
+    // no unit but narbor's.
+    assert_eq!(r["firewall"], json!({ "tcp": [], "udp": [] }));
+    assert_eq!(
+        r["nixSettings"],
+        json!({ "substituters": [NIXOS_SUBSTITUTER], "trusted-public-keys": [NIXOS_KEY] })
+    );
+    assert_eq!(r["acme"], json!({}));
+    assert_eq!(r["units"], json!(["narbor.service"]));
+    // The package's narbor, with the config file made from these settings.
     let script = r["startScript"].as_str().unwrap();
     let exec = format!(
-        "exec /nix/store/00000000000000000000000000000000-narbor/bin/narbor serve --config {} \n",
+        "exec {}/bin/narbor serve --config {} \n",
+        r["package"].as_str().unwrap(),
         r["configFile"].as_str().unwrap()
     );
     assert!(script.ends_with(&exec), "{script}");
 
-    let off = nix_eval_json("import ./crates/narbor/tests/e2e/module-eval.nix { user = { }; }");
+    let off = eval_json(&harness("disabled", "{ }", "{ }"));
     assert_eq!(off["service"], Value::Null, "disabled: no service");
+    assert_eq!(off["units"], json!([]), "disabled: no unit at all");
 }
 
 #[test]
@@ -113,10 +186,7 @@ fn lan_mode_binds_port_80_and_opens_it_and_mdns() {
         "LAN mode: public stats"
     );
     assert!(r["settings"].get("listen").is_none());
-    assert_eq!(
-        r["firewall"],
-        json!({ "allowedTCPPorts": [80], "allowedUDPPorts": [5353] })
-    );
+    assert_eq!(r["firewall"], json!({ "tcp": [80], "udp": [5353] }));
     let sc = &r["service"]["serviceConfig"];
     assert_eq!(sc["CapabilityBoundingSet"], json!("CAP_NET_BIND_SERVICE"));
     assert_eq!(sc["AmbientCapabilities"], json!(["CAP_NET_BIND_SERVICE"]));
@@ -133,7 +203,7 @@ fn lan_mode_binds_port_80_and_opens_it_and_mdns() {
         r["service"]["serviceConfig"]["CapabilityBoundingSet"],
         json!("")
     );
-    assert_eq!(r["firewall"], Value::Null);
+    assert_eq!(r["firewall"], json!({ "tcp": [], "udp": [] }));
     assert_eq!(r["settings"]["listen"], json!(["0.0.0.0:8080"]));
 }
 
@@ -153,16 +223,16 @@ fn secrets_travel_only_by_load_credential() {
     let r = eval(SECRETS);
     assert_eq!(r["failedAssertions"], json!([]));
     let sc = &r["service"]["serviceConfig"];
-    assert_eq!(
-        sc["LoadCredential"],
-        json!([
-            "registry-token:/run/secrets/registry-token",
-            "refresh-token:/run/secrets/refresh-token",
-            "sign-key:/run/secrets/signing-key",
-            "tls-cert:/run/secrets/cert.pem",
-            "tls-key:/run/secrets/key.pem"
-        ])
-    );
+    let credentials = [
+        "registry-token:/run/secrets/registry-token",
+        "refresh-token:/run/secrets/refresh-token",
+        "sign-key:/run/secrets/signing-key",
+        "tls-cert:/run/secrets/cert.pem",
+        "tls-key:/run/secrets/key.pem",
+    ];
+    assert_eq!(sc["LoadCredential"], json!(credentials));
+    let unit = r["unitText"].as_str().unwrap();
+    assert_eq!(unit_lines(unit, "LoadCredential"), credentials, "{unit}");
     let creds = "/run/credentials/narbor.service";
     let s = &r["settings"];
     assert_eq!(s["oci"], json!("oci://ghcr.io/owner/repo/nix-cache"));
@@ -177,9 +247,14 @@ fn secrets_travel_only_by_load_credential() {
         .as_str()
         .unwrap()
         .ends_with("kill -HUP $MAINPID"));
-    // The secret files are named nowhere but in LoadCredential.
+    // The secret files are named nowhere but in LoadCredential: not in the
+    // settings, the start script, the environment, the rest of the unit file.
     let mut elsewhere = r.clone();
     elsewhere["service"]["serviceConfig"]["LoadCredential"] = Value::Null;
+    elsewhere["unitText"] = json!(unit
+        .lines()
+        .filter(|l| !l.starts_with("LoadCredential="))
+        .collect::<Vec<_>>());
     assert!(
         !elsewhere.to_string().contains("/run/secrets/"),
         "{elsewhere}"
@@ -222,9 +297,15 @@ fn start_script_moves_the_token_into_the_environment() {
     );
     assert!(!env.contains("GITHUB_TOKEN"), "{env}");
     let r = eval(&with_user);
-    assert_eq!(
-        r["service"]["environment"],
-        json!({ "NARBOR_REGISTRY_USERNAME": "bot" })
+    // NixOS adds PATH (coreutils, findutils, grep, sed, systemd) to every unit.
+    let mut environment = r["service"]["environment"].clone();
+    assert!(environment["PATH"].is_string(), "{environment}");
+    environment.as_object_mut().unwrap().remove("PATH");
+    assert_eq!(environment, json!({ "NARBOR_REGISTRY_USERNAME": "bot" }));
+    let unit = r["unitText"].as_str().unwrap();
+    assert!(
+        unit_lines(unit, "Environment").contains(&"\"NARBOR_REGISTRY_USERNAME=bot\""),
+        "{unit}"
     );
 
     // Without a token file the script exports nothing.
@@ -232,12 +313,28 @@ fn start_script_moves_the_token_into_the_environment() {
     assert!(!env.contains("unused") && !env.contains("TOKEN"), "{env}");
 }
 
+/// `security.acme` for one certificate as the real ACME module requires it:
+/// the CA's terms accepted, an email, and exactly one way to answer the
+/// challenge (narbor answers none itself).
+fn acme_config(cert: &str, challenge: &str) -> String {
+    format!(
+        r#"{{ security.acme = {{ acceptTerms = true; defaults.email = "admin@example.org";
+             certs.{}.{challenge}; }}; }}"#,
+        nix_string(cert)
+    )
+}
+
+const ACME_HOST: &str = r#"{ enable = true; tls.useACMEHost = "cache.example.org";
+     listen = [ "0.0.0.0:443" "[::]:443" ]; tls.redirectListen = [ "0.0.0.0:80" ];
+     openFirewall = true; useAsSubstituter.enable = true; }"#;
+const ENABLE_ACME: &str =
+    r#"{ enable = true; tls.enableACME = true; tls.domain = "c.example.org"; }"#;
+
 #[test]
 fn acme_certificate_is_read_through_its_group_and_reloads() {
-    let r = eval(
-        r#"{ enable = true; tls.useACMEHost = "cache.example.org";
-             listen = [ "0.0.0.0:443" "[::]:443" ]; tls.redirectListen = [ "0.0.0.0:80" ];
-             openFirewall = true; useAsSubstituter.enable = true; }"#,
+    let r = eval_with(
+        ACME_HOST,
+        &acme_config("cache.example.org", r#"dnsProvider = "rfc2136""#),
     );
     assert_eq!(r["failedAssertions"], json!([]));
     let dir = "/var/lib/acme/cache.example.org";
@@ -253,19 +350,35 @@ fn acme_certificate_is_read_through_its_group_and_reloads() {
     assert!(sc["ExecReload"].is_string());
     assert_eq!(
         r["acme"],
-        json!({ "cache.example.org": { "reloadServices": ["narbor.service"] } })
+        json!({ "cache.example.org": { "group": "acme", "reloadServices": ["narbor.service"] } })
     );
-    let after = r["service"]["after"].as_array().unwrap();
-    assert!(after.contains(&json!("acme-cache.example.org.service")));
-    assert_eq!(r["firewall"]["allowedTCPPorts"], json!([443, 80]));
-    assert_eq!(r["firewall"]["allowedUDPPorts"], json!([]));
+    // Started once acme-<cert>.service has put a certificate in place.
+    let cert_unit = json!("acme-cache.example.org.service");
+    for key in ["after", "wants"] {
+        let units = r["service"][key].as_array().unwrap();
+        assert!(units.contains(&cert_unit), "{key}: {units:?}");
+    }
+    let unit = r["unitText"].as_str().unwrap();
+    for key in ["After", "Wants"] {
+        assert_eq!(
+            unit_lines(unit, key),
+            ["network-online.target acme-cache.example.org.service"],
+            "{unit}"
+        );
+    }
+    // The real firewall sorts its ports.
+    assert_eq!(r["firewall"], json!({ "tcp": [80, 443], "udp": [] }));
     assert_eq!(sc["AmbientCapabilities"], json!(["CAP_NET_BIND_SERVICE"]));
     assert_eq!(
         r["nixSettings"]["substituters"],
-        json!(["https://cache.example.org"])
+        json!(["https://cache.example.org", NIXOS_SUBSTITUTER])
     );
 
-    let r = eval(r#"{ enable = true; tls.enableACME = true; tls.domain = "c.example.org"; }"#);
+    let r = eval_with(
+        ENABLE_ACME,
+        &acme_config("c.example.org", r#"listenHTTP = ":80""#),
+    );
+    assert_eq!(r["failedAssertions"], json!([]));
     assert_eq!(
         r["acme"]["c.example.org"]["reloadServices"],
         json!(["narbor.service"])
@@ -278,19 +391,30 @@ fn substituter_url_follows_listen() {
         r#"{ enable = true; useAsSubstituter.enable = true;
              useAsSubstituter.trustedPublicKeys = [ "narbor-1:AAAA" ]; }"#,
     );
+    // NixOS's own substituter and key come after narbor's.
     assert_eq!(
         r["nixSettings"],
-        json!({ "substituters": ["http://127.0.0.1:37515"], "trusted-public-keys": ["narbor-1:AAAA"] })
+        json!({
+            "substituters": ["http://127.0.0.1:37515", NIXOS_SUBSTITUTER],
+            "trusted-public-keys": ["narbor-1:AAAA", NIXOS_KEY]
+        })
     );
+    let conf = r["nixConf"].as_str().unwrap();
+    for line in [
+        format!("substituters = http://127.0.0.1:37515 {NIXOS_SUBSTITUTER}"),
+        format!("trusted-public-keys = narbor-1:AAAA {NIXOS_KEY}"),
+    ] {
+        assert!(conf.lines().any(|l| l == line), "{line:?} not in\n{conf}");
+    }
     let r = eval(r#"{ enable = true; useAsSubstituter.enable = true; listen = [ "[::]:8080" ]; }"#);
     assert_eq!(
         r["nixSettings"]["substituters"],
-        json!(["http://[::1]:8080"])
+        json!(["http://[::1]:8080", NIXOS_SUBSTITUTER])
     );
     let r = eval(r#"{ enable = true; useAsSubstituter.enable = true; lanMode = true; }"#);
     assert_eq!(
         r["nixSettings"]["substituters"],
-        json!(["http://127.0.0.1:80"])
+        json!(["http://127.0.0.1:80", NIXOS_SUBSTITUTER])
     );
 }
 
@@ -329,9 +453,12 @@ fn contradictions_and_bad_values_are_refused() {
             "tokenFile and username need oci.store",
         ),
     ] {
-        let r = nix_eval_json(&format!(
-            "(import ./crates/narbor/tests/e2e/module-eval.nix {{ user = {{ enable = true; {user} }}; }}).failedAssertions"
-        ));
+        let expr = harness(
+            "defaultFromPkgs",
+            &format!("{{ enable = true; {user} }}"),
+            "{ }",
+        );
+        let r = eval_json(&format!("({expr}).failedAssertions"));
         let failed = r.as_array().unwrap();
         assert!(
             failed.iter().any(|m| m.as_str().unwrap().contains(message)),
@@ -339,23 +466,22 @@ fn contradictions_and_bad_values_are_refused() {
         );
     }
     for (user, option) in [
-        (r#"cacheDir = "/srv/narbor";"#, "services.narbor.cacheDir"),
-        (
-            r#"oci.store = "https://ghcr.io/o/r";"#,
-            "services.narbor.oci.store",
-        ),
+        (r#"cacheDir = "/srv/narbor";"#, "cacheDir"),
+        (r#"oci.store = "https://ghcr.io/o/r";"#, "oci.store"),
         // A relative path, or a Nix path literal that would copy the secret into the store.
-        (r#"signKeyFile = "key";"#, "services.narbor.signKeyFile"),
-        (
-            "oci.tokenFile = ./module-eval.nix;",
-            "services.narbor.oci.tokenFile",
-        ),
-        (r#"priority = "30";"#, "services.narbor.priority"),
-        ("listenn = [ ];", "unknown option services.narbor.listenn"),
+        (r#"signKeyFile = "key";"#, "signKeyFile"),
+        ("oci.tokenFile = ./flake.nix;", "oci.tokenFile"),
+        (r#"priority = "30";"#, "priority"),
     ] {
         let error = eval_error(&format!("{{ enable = true; {user} }}"));
-        assert!(error.contains(option), "{user}: {error}");
+        let message = format!("A definition for option `services.narbor.{option}' is not of type");
+        assert!(error.contains(&message), "{user}: {error}");
     }
+    let error = eval_error("{ enable = true; listenn = [ ]; }");
+    assert!(
+        error.contains("The option `services.narbor.listenn' does not exist."),
+        "{error}"
+    );
 }
 
 /// flake.nix over a stand-in nixpkgs (`flake-eval.nix`): what the package
