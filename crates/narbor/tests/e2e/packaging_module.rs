@@ -4,10 +4,10 @@
 //! module system, and the real firewall, nix.settings, security.acme and
 //! systemd unit rendering; stub packages, nothing is built), and Nix 2.8
 //! evaluates it. Checked: the config keys it writes, the unit's hardening,
-//! the firewall, ACME, the host's substituters, that secrets travel only by
-//! LoadCredential, and that the start script really moves the registry token
-//! into the environment (run with bash). The flake's VM test covers the
-//! running service.
+//! the firewall, ACME (the units narbor waits for exist), the host's
+//! substituters, that secrets travel only by LoadCredential, and that the
+//! start script really moves the registry token into the environment (run
+//! with bash). The flake's VM test covers the running service.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -383,6 +383,40 @@ fn acme_certificate_is_read_through_its_group_and_reloads() {
         r["acme"]["c.example.org"]["reloadServices"],
         json!(["narbor.service"])
     );
+}
+
+/// nixpkgs no longer defines `acme-finished-<cert>.target` (PR #422076,
+/// 2025), and systemd counts a unit that does not exist as done: a narbor
+/// waiting for it could start before its certificate existed. Every ACME unit
+/// narbor wants or is ordered after must be one the real ACME module defines.
+#[test]
+fn acme_units_narbor_waits_for_exist() {
+    for (user, cert, challenge) in [
+        (
+            ACME_HOST,
+            "cache.example.org",
+            r#"webroot = "/var/lib/acme/acme-challenge""#,
+        ),
+        (ENABLE_ACME, "c.example.org", r#"listenHTTP = ":80""#),
+    ] {
+        let r = eval_with(user, &acme_config(cert, challenge));
+        assert_eq!(r["failedAssertions"], json!([]));
+        let units = r["units"].as_array().unwrap();
+        let named: Vec<&Value> = ["after", "wants"]
+            .iter()
+            .flat_map(|key| r["service"][key].as_array().unwrap())
+            .filter(|unit| unit.as_str().unwrap().starts_with("acme"))
+            .collect();
+        assert!(!named.is_empty(), "{user}: narbor waits for no ACME unit");
+        for unit in named {
+            assert!(
+                units.contains(unit),
+                "narbor.service names {unit}, which the ACME module does not define; \
+                 the units are {}",
+                r["units"]
+            );
+        }
+    }
 }
 
 #[test]
