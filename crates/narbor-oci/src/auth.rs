@@ -42,7 +42,9 @@ impl Credentials {
     /// docker config is searched under `host` as written and without a port):
     ///
     /// 1. `NARBOR_REGISTRY_USERNAME` and `NARBOR_REGISTRY_PASSWORD`;
-    /// 2. for `ghcr.io`, `GITHUB_TOKEN` or `GH_TOKEN` (user name `token`);
+    /// 2. for `ghcr.io` and for the registry nixcache-oci's
+    ///    `NIXCACHE_REGISTRY` names (the seed sends them to any registry),
+    ///    `GITHUB_TOKEN` or `GH_TOKEN` (user name `token`);
     /// 3. `auths.<host>.auth` (base64 `user:pass`) in `$DOCKER_CONFIG/config.json`
     ///    or `$HOME/.docker/config.json`.
     ///
@@ -56,7 +58,15 @@ impl Credentials {
             return Some(Credentials::new(u, p));
         }
         let bare = host.split(':').next().unwrap_or(host);
-        if bare == "ghcr.io" {
+        let nixcache_registry = nonempty("NIXCACHE_REGISTRY").is_some_and(|r| {
+            let r = r.trim();
+            let r = r
+                .strip_prefix("https://")
+                .or(r.strip_prefix("http://"))
+                .unwrap_or(r);
+            r.trim_end_matches('/') == host
+        });
+        if bare == "ghcr.io" || nixcache_registry {
             if let Some(t) = nonempty("GITHUB_TOKEN").or_else(|| nonempty("GH_TOKEN")) {
                 return Some(Credentials::new("token", t));
             }

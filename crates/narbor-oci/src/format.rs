@@ -138,7 +138,9 @@ pub struct EntryDoc {
     pub pushed_at: u64,
 }
 
-/// nixcache-oci's index layer, read-only.
+/// nixcache-oci's index layer (`lib/cache-builder.sh`, `update_cache_index`,
+/// at 6a4b9e4), as far as serving reads it. gc and push keep the whole
+/// document as JSON, so fields they do not know survive a rewrite.
 #[derive(Debug, Deserialize)]
 pub(crate) struct LegacyIndex {
     pub entries: BTreeMap<String, LegacyEntry>,
@@ -148,8 +150,13 @@ pub(crate) struct LegacyIndex {
 pub(crate) struct LegacyEntry {
     pub narinfo: String,
     pub nar_digest: Digest,
+    /// The blob's (compressed) size.
     #[serde(default)]
     pub nar_size: Option<u64>,
+    /// When the path was first published, `YYYY-MM-DDTHH:MM:SSZ`: the seed's
+    /// gc keeps an entry at least its retention after this.
+    #[serde(default)]
+    pub added: Option<String>,
 }
 
 #[cfg(test)]

@@ -9,13 +9,16 @@
 //! fragments (in tag order) win per store path, the legacy index loses to all.
 //! With trusted keys, that is among the entries a trusted key signed.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use narbor_proto::{NarInfo, PublicKey, StorePath, StorePathHash};
+use narbor_proto::url::NarCompression;
+use narbor_proto::{CacheUrl, NarInfo, PublicKey, StorePath, StorePathHash};
+
+use bytes::Bytes;
 
 use crate::format::{EntriesDoc, LegacyIndex, MAX_ENTRIES_BLOB};
 use crate::{
@@ -45,14 +48,55 @@ pub struct IndexEntry {
     /// Where the narinfo's `URL` is in `narinfo`, without a leading `/`.
     url: (u32, u32),
     pub blob: BlobRef,
-    /// When it was pushed (Unix seconds); None for nixcache-oci entries.
+    /// When it was pushed (Unix seconds): a narbor entry's `pushed_at`, a
+    /// nixcache-oci entry's `added`; None when the entry gives no date.
     pub pushed_at: Option<u64>,
+    /// True when the narinfo's URL is the blob's own name
+    /// (`nar/<nix32 digest>.nar<ext>`), as narbor writes it; false for
+    /// nixcache-oci's `nar/<store path hash>.nar.xz`, which Nix may ask for
+    /// but which narbor serves under the blob's name (see
+    /// [`served_narinfo`](Self::served_narinfo)).
+    url_is_blob_name: bool,
 }
 
 impl IndexEntry {
-    /// The `.narinfo` document to serve, byte for byte as published.
+    /// The `.narinfo` document as published, byte for byte (what gc and push
+    /// write back).
     pub fn narinfo(&self) -> &str {
         &self.narinfo
+    }
+
+    /// The `.narinfo` document to serve: as published when its URL names
+    /// the blob; otherwise with `URL`, `FileHash` and `FileSize` made the
+    /// blob's (fields no signature covers, so every signature still holds).
+    pub fn served_narinfo(&self) -> Cow<'_, str> {
+        let Some(url) = self.canonical_url() else {
+            return Cow::Borrowed(&self.narinfo);
+        };
+        let mut text = NarInfo::with_field(&self.narinfo, "URL", &url);
+        text = NarInfo::with_field(&text, "FileHash", &self.blob.digest.0.to_string());
+        if let Some(size) = self.blob.size {
+            text = NarInfo::with_field(&text, "FileSize", &size.to_string());
+        }
+        Cow::Owned(text)
+    }
+
+    /// The blob's own name when the narinfo's URL is another one, and the
+    /// narinfo's compression is one narbor can name.
+    pub fn canonical_url(&self) -> Option<String> {
+        if self.url_is_blob_name {
+            return None;
+        }
+        let compression = NarInfo::field_in(&self.narinfo, "Compression")
+            .map_or(narbor_proto::narinfo::DEFAULT_COMPRESSION, |(_, v)| v);
+        let compression = NarCompression::from_name(compression)?;
+        Some(
+            CacheUrl::Nar {
+                file_hash: self.blob.digest.0,
+                compression,
+            }
+            .to_path(),
+        )
     }
 
     /// The narinfo's `URL`, without a leading `/` (e.g. `nar/<hash>.nar.zst`).
@@ -109,11 +153,14 @@ pub struct Fragment {
     pub legacy: bool,
 }
 
-/// The merged index: O(1) narinfo by store path hash, O(1) blob by NAR URL.
+/// The merged index: O(1) narinfo by store path hash, O(1) blob by NAR URL
+/// (the URL a narinfo names, and the blob's own name where that differs).
 #[derive(Debug, Default)]
 pub struct CacheIndex {
     by_hash: HashMap<StorePathHash, Arc<IndexEntry>>,
     by_url: HashSet<ByUrl>,
+    /// Entries whose URL is not their blob's name, by the blob's name.
+    by_blob_name: HashMap<String, Arc<IndexEntry>>,
 }
 
 impl CacheIndex {
@@ -126,15 +173,23 @@ impl CacheIndex {
             by_hash.insert(*e.store_path.hash(), Arc::clone(e));
         }
         let mut by_url = HashSet::with_capacity(by_hash.len());
+        let mut by_blob_name = HashMap::new();
         for e in entries {
             if by_hash
                 .get(e.store_path.hash())
                 .is_some_and(|current| Arc::ptr_eq(current, e))
             {
                 by_url.replace(ByUrl(Arc::clone(e)));
+                if let Some(name) = e.canonical_url() {
+                    by_blob_name.insert(name, Arc::clone(e));
+                }
             }
         }
-        CacheIndex { by_hash, by_url }
+        CacheIndex {
+            by_hash,
+            by_url,
+            by_blob_name,
+        }
     }
 
     /// The entry of a store path hash (what `GET /<hash>.narinfo` serves).
@@ -145,9 +200,11 @@ impl CacheIndex {
     /// The blob behind a NAR URL as a narinfo names it (`nar/<x>.nar.zst`;
     /// a leading `/` is ignored), or None.
     pub fn nar_blob(&self, url_path: &str) -> Option<BlobRef> {
-        self.by_url
-            .get(url_path.trim_start_matches('/'))
-            .map(|e| e.0.blob)
+        let path = url_path.trim_start_matches('/');
+        match self.by_url.get(path) {
+            Some(e) => Some(e.0.blob),
+            None => self.by_blob_name.get(path).map(|e| e.blob),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -203,6 +260,8 @@ pub struct IndexReader {
     fragments: BTreeMap<String, Arc<Fragment>>,
     index: Arc<CacheIndex>,
     trusted: Arc<[PublicKey]>,
+    /// Where fetched fragments are saved for the next start.
+    snapshot: Option<crate::snapshot::Snapshot>,
 }
 
 /// Fragments fetched at once.
@@ -215,7 +274,41 @@ impl IndexReader {
             fragments: BTreeMap::new(),
             index: Arc::new(CacheIndex::default()),
             trusted: Arc::from(Vec::new()),
+            snapshot: None,
         }
+    }
+
+    /// Saves every fragment it fetches in `dir` (see [`crate::snapshot`]), so
+    /// that [`load_snapshot`](Self::load_snapshot) can serve them after a
+    /// restart with the registry down.
+    pub fn with_snapshot(mut self, dir: std::path::PathBuf) -> Self {
+        let store = self.client.store().to_string();
+        self.snapshot = Some(crate::snapshot::Snapshot::new(dir, store));
+        self
+    }
+
+    /// Reads the fragments the snapshot directory holds into the index (the
+    /// index as of the last refresh before a restart). Returns the entries
+    /// loaded; the next [`refresh`](Self::refresh) fetches only what changed
+    /// since (tags are immutable; the legacy tag is compared by digest).
+    pub async fn load_snapshot(&mut self) -> Result<usize, OciError> {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return Ok(0);
+        };
+        let keys = Arc::clone(&self.trusted);
+        let (fragments, index) = off_runtime("loading the saved index", move || {
+            let raws = snapshot.load()?;
+            let fragments: BTreeMap<String, Arc<Fragment>> = raws
+                .iter()
+                .map(|raw| (raw.tag.clone(), Arc::new(parse_fragment(raw, &keys))))
+                .collect();
+            let index = CacheIndex::from_entries(fragments.values().flat_map(|f| f.entries.iter()));
+            Ok::<_, OciError>((fragments, index))
+        })
+        .await??;
+        self.fragments = fragments;
+        self.index = Arc::new(index);
+        Ok(self.index.len())
     }
 
     /// Leaves out every entry whose narinfo has no valid signature by one of
@@ -276,23 +369,47 @@ impl IndexReader {
             .filter(|t| !wanted.contains(t))
             .cloned()
             .collect();
-        let (client, trusted) = (&self.client, &self.trusted);
-        let fetched: Vec<(String, Result<Option<Fragment>, OciError>)> =
+        let client = &self.client;
+        let fetched: Vec<(String, Result<Option<RawFragment>, OciError>)> =
             futures_util::stream::iter(to_fetch.into_iter().map(|tag| async move {
-                let r = read_fragment(client, &tag, trusted).await;
+                let r = fetch_fragment(client, &tag).await;
                 (tag, r)
             }))
             .buffer_unordered(FETCH_CONCURRENCY)
             .collect()
             .await;
-        let mut new = Vec::new();
+        let mut raws = Vec::new();
+        let mut vanished = gone.clone();
         for (tag, r) in fetched {
             match r? {
-                Some(f) => new.push((tag, f)),
+                Some(raw) => raws.push(raw),
                 // Deleted between the listing and the fetch.
-                None => stats.removed += usize::from(self.fragments.contains_key(&tag)),
+                None => {
+                    stats.removed += usize::from(self.fragments.contains_key(&tag));
+                    vanished.push(tag);
+                }
             }
         }
+        if let Some(snapshot) = self.snapshot.clone() {
+            if !raws.is_empty() || !vanished.is_empty() {
+                let (back, saved) = off_runtime("saving the index", move || {
+                    let saved = snapshot.save(&raws, &vanished);
+                    (raws, saved)
+                })
+                .await?;
+                raws = back;
+                if let Err(e) = saved {
+                    tracing::warn!("cannot save the index for the next start: {e}");
+                }
+            }
+        }
+        let keys = Arc::clone(&self.trusted);
+        let new: Vec<(String, Fragment)> = off_runtime("reading index fragments", move || {
+            raws.iter()
+                .map(|raw| (raw.tag.clone(), parse_fragment(raw, &keys)))
+                .collect()
+        })
+        .await?;
         stats.removed += gone.len();
         stats.fetched = new.len();
         if stats.fetched > 0 || stats.removed > 0 {
@@ -327,61 +444,90 @@ impl IndexReader {
     }
 }
 
-/// Reads one fragment (or the legacy index). None when the tag or its
-/// entries blob is gone (a fragment being compacted away). A fragment that
-/// is not valid is logged and read as empty, so one bad document cannot take
-/// the cache down.
-async fn read_fragment(
+/// A fragment (or the legacy index) as fetched: the bytes that
+/// [`parse_fragment`] reads and a snapshot saves.
+#[derive(Debug, Clone)]
+pub(crate) struct RawFragment {
+    pub tag: String,
+    pub digest: Digest,
+    pub manifest: Bytes,
+    /// The entries layer (None: the manifest is unreadable or has none).
+    pub layer: Option<Bytes>,
+}
+
+/// Fetches one fragment. None when the tag or its entries blob is gone (a
+/// fragment being compacted away).
+async fn fetch_fragment(
     client: &RegistryClient,
     tag: &str,
-    trusted: &Arc<[PublicKey]>,
-) -> Result<Option<Fragment>, OciError> {
+) -> Result<Option<RawFragment>, OciError> {
     let Some((bytes, digest)) = client.get_manifest(tag).await? else {
         return Ok(None);
     };
-    let what = format!("index tag {tag}");
-    let manifest = match ImageManifest::parse(&bytes, &what) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "ignoring an unreadable index manifest");
-            return Ok(Some(empty_fragment(tag, digest, None)));
-        }
+    let mut raw = RawFragment {
+        tag: tag.to_owned(),
+        digest,
+        manifest: bytes,
+        layer: None,
     };
-    let legacy = tag == LEGACY_INDEX_TAG;
-    let want = if legacy {
-        LEGACY_INDEX_MEDIA_TYPE
-    } else {
-        ENTRIES_MEDIA_TYPE
+    let Ok(manifest) = ImageManifest::parse(&raw.manifest, tag) else {
+        return Ok(Some(raw));
     };
     let Some(layer) = manifest
         .layers
         .iter()
-        .find(|l| l.media_type == want)
-        .cloned()
+        .find(|l| l.media_type == layer_type(tag))
     else {
-        tracing::warn!(tag, "ignoring an index manifest without a {want} layer");
-        return Ok(Some(empty_fragment(tag, digest, Some(manifest))));
+        return Ok(Some(raw));
     };
-    let blob = match client.get_blob_bytes(&layer.digest, MAX_ENTRIES_BLOB).await {
-        Ok(b) => b,
+    match client.get_blob_bytes(&layer.digest, MAX_ENTRIES_BLOB).await {
+        Ok(b) => raw.layer = Some(b),
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e @ OciError::Invalid { .. }) => {
             tracing::warn!(tag, error = %e, "ignoring an index fragment");
-            return Ok(Some(empty_fragment(tag, digest, Some(manifest))));
         }
         Err(e) => return Err(e),
-    };
-    // Parsing a thousand narinfos (and checking their signatures) is CPU
-    // work: off the runtime's threads.
-    let keys = Arc::clone(trusted);
-    let parsed = off_runtime("reading an index fragment", move || {
-        if legacy {
-            parse_legacy(&blob, &what, &keys)
-        } else {
-            parse_entries(&blob, &what, &keys)
+    }
+    Ok(Some(raw))
+}
+
+/// The media type of the entries layer of the fragment tagged `tag`.
+fn layer_type(tag: &str) -> &'static str {
+    if tag == LEGACY_INDEX_TAG {
+        LEGACY_INDEX_MEDIA_TYPE
+    } else {
+        ENTRIES_MEDIA_TYPE
+    }
+}
+
+/// Reads a fetched (or saved) fragment. One that is not valid is logged and
+/// read as empty, so one bad document cannot take the cache down. CPU work
+/// (a thousand narinfos parsed and their signatures checked): callers run it
+/// off the runtime's threads.
+pub(crate) fn parse_fragment(raw: &RawFragment, trusted: &[PublicKey]) -> Fragment {
+    let tag = raw.tag.as_str();
+    let what = format!("index tag {tag}");
+    let legacy = tag == LEGACY_INDEX_TAG;
+    let manifest = match ImageManifest::parse(&raw.manifest, &what) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring an unreadable index manifest");
+            return empty_fragment(tag, raw.digest, None);
         }
-    })
-    .await?;
+    };
+    let Some(blob) = &raw.layer else {
+        tracing::warn!(
+            tag,
+            "ignoring an index manifest without a {} layer",
+            layer_type(tag)
+        );
+        return empty_fragment(tag, raw.digest, Some(manifest));
+    };
+    let parsed = if legacy {
+        parse_legacy(blob, &what, trusted)
+    } else {
+        parse_entries(blob, &what, trusted)
+    };
     let (entries, untrusted) = match parsed {
         Ok(p) => p,
         Err(e) => {
@@ -396,14 +542,14 @@ async fn read_fragment(
             "leaving out entries without a valid signature by a trusted key"
         );
     }
-    Ok(Some(Fragment {
+    Fragment {
         tag: tag.to_owned(),
-        digest,
+        digest: raw.digest,
         manifest,
         entries,
         untrusted,
         legacy,
-    }))
+    }
 }
 
 /// Runs `f` on tokio's blocking threads.
@@ -481,7 +627,8 @@ fn parse_legacy(blob: &[u8], what: &str, trusted: &[PublicKey]) -> Result<Parsed
         serde_json::from_slice(blob).map_err(|e| OciError::invalid(what, e.to_string()))?;
     let (mut out, mut untrusted) = (Vec::with_capacity(doc.entries.len()), 0);
     for (key, e) in doc.entries {
-        match entry(e.narinfo, e.nar_digest, e.nar_size, None, trusted) {
+        let added = e.added.as_deref().and_then(crate::parse_utc_timestamp);
+        match entry(e.narinfo, e.nar_digest, e.nar_size, added, trusted) {
             Ok((_, Check::Untrusted)) => untrusted += 1,
             Ok((entry, _)) if entry.store_path.hash().to_string() == key => {
                 out.push(Arc::new(entry))
@@ -542,6 +689,11 @@ fn entry(
         }
         _ => return Err(invalid("its URL field could not be located".into())),
     };
+    let url_is_blob_name = matches!(
+        CacheUrl::parse(info.url.trim_start_matches('/')),
+        Ok(CacheUrl::Nar { file_hash, compression })
+            if file_hash == digest.0 && Some(compression) == info.nar_compression()
+    );
     let entry = IndexEntry {
         store_path: info.store_path,
         narinfo: narinfo.into_boxed_str(),
@@ -551,6 +703,7 @@ fn entry(
             size: size.or(info.file_size),
         },
         pushed_at,
+        url_is_blob_name,
     };
     Ok((entry, check))
 }

@@ -16,8 +16,10 @@ mod digest;
 mod error;
 mod format;
 mod index;
+mod legacy;
 mod ops;
 mod reference;
+mod snapshot;
 mod time;
 mod upload;
 mod writer;
@@ -35,7 +37,8 @@ pub use format::{
     LEGACY_INDEX_TAG, MANIFEST_MEDIA_TYPE, MAX_ENTRIES_PER_FRAGMENT,
 };
 pub use index::{BlobRef, CacheIndex, Fragment, IndexEntry, IndexReader, RefreshStats};
+pub use legacy::{LegacyEntryDoc, LegacyIndexDoc};
 pub use reference::StoreRef;
-pub use time::{now_unix, utc_timestamp};
+pub use time::{now_unix, parse_utc_timestamp, utc_timestamp};
 pub use upload::BlobUpload;
 pub use writer::{nar_media_type, write_fragments, NewEntry, WrittenFragment};

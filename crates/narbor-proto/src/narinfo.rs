@@ -189,6 +189,49 @@ impl NarInfo {
             .map(|f| (f.value.as_ptr() as usize - s.as_ptr() as usize, f.value))
     }
 
+    /// The text `s` (a narinfo that parsed) with the value of its `key`
+    /// line replaced by `value`, or with `key: value` appended when it has
+    /// none; every other byte is kept, and the result ends in a newline
+    /// (Nix 2.8 reads a last line without one as a corrupt narinfo). For
+    /// the fields no signature covers (`URL`, `Compression`, `FileHash`,
+    /// `FileSize`), which a cache that serves the NAR from elsewhere must
+    /// rewrite.
+    pub fn with_field(s: &str, key: &str, value: &str) -> String {
+        let mut out = String::with_capacity(s.len() + value.len() + key.len() + 3);
+        match Self::field_in(s, key) {
+            Some((start, old)) => {
+                out.push_str(&s[..start]);
+                out.push_str(value);
+                out.push_str(&s[start + old.len()..]);
+                ensure_final_newline(&mut out);
+            }
+            None => {
+                out.push_str(s.trim_end_matches(['\n', ' ', '\t', '\r']));
+                out.push('\n');
+                out.push_str(key);
+                out.push_str(": ");
+                out.push_str(value);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The text `s` without its `key` lines (every other byte kept).
+    pub fn without_field(s: &str, key: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for line in s.split_inclusive('\n') {
+            let is_key = line
+                .split_once(": ")
+                .is_some_and(|(k, _)| k == key && !k.contains('\n'));
+            if !is_key {
+                out.push_str(line);
+            }
+        }
+        ensure_final_newline(&mut out);
+        out
+    }
+
     /// Parses one document.
     pub fn parse(s: &str) -> Result<Self, NarInfoError> {
         if s.len() > MAX_NARINFO_SIZE {
@@ -413,6 +456,13 @@ impl FromStr for NarInfo {
     type Err = NarInfoError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
+    }
+}
+
+/// Appends a newline unless `s` is empty or ends in one.
+fn ensure_final_newline(s: &mut String) {
+    if !s.is_empty() && !s.ends_with('\n') {
+        s.push('\n');
     }
 }
 

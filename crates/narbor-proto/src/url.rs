@@ -98,9 +98,26 @@ pub enum CacheUrl {
     CacheInfo,
     /// `<store path hash>.narinfo`
     NarInfo(StorePathHash),
-    /// `nar/<file hash>.nar<extension>`
+    /// `nar/<file hash>.nar<extension>`: a NAR named by the sha256 of its
+    /// (compressed) bytes, as `nix copy` and cache.nixos.org lay them out.
     Nar {
         file_hash: Sha256,
+        compression: NarCompression,
+    },
+    /// `nar/<store path hash>-<nix32 NarHash>.nar<extension>`: a NAR named by
+    /// the path it belongs to and the hash of its uncompressed contents
+    /// (nix-serve's layout, and narbor's name for the NARs of upstreams that
+    /// are not laid out by file hash: see [`NarInfo`](crate::NarInfo) URLs).
+    NarOfPath {
+        store_hash: StorePathHash,
+        nar_hash: Sha256,
+        compression: NarCompression,
+    },
+    /// `nar/<store path hash>.nar<extension>`: nixcache-oci's layout (and
+    /// attic's, without an extension). The name says nothing about the
+    /// bytes: only the index that published it can say which blob it is.
+    NarOfStoreHash {
+        store_hash: StorePathHash,
         compression: NarCompression,
     },
     /// `<store path hash>.ls`
@@ -110,6 +127,50 @@ pub enum CacheUrl {
     Log(StorePath),
     /// `realisations/sha256:<drv hash>!<output>.doi`
     Realisation { drv_hash: Sha256, output: String },
+    /// `build-trace-v2/<derivation base name>/<output>.doi`: the build trace
+    /// entry (the realisation) of one output of a content-addressed
+    /// derivation, as Nix 2.35 and later ask for it.
+    BuildTrace { drv: StorePath, output: String },
+    /// `debuginfo/<build id>` or `debuginfo/<build id>.debug`: where the
+    /// separate debug info of an ELF build id is (40 lowercase hex digits;
+    /// Hydra writes the first form, `nix copy ?index-debug-info=true` the
+    /// second, and debuggers ask for both).
+    DebugInfo { build_id: BuildId, suffix: bool },
+}
+
+/// An ELF build id as Nix indexes it: 20 bytes, written as 40 lowercase hex
+/// digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BuildId(pub [u8; 20]);
+
+impl BuildId {
+    /// Parses exactly 40 lowercase hex digits (what Nix's `index-debug-info`
+    /// accepts).
+    pub fn parse(s: &str) -> Option<BuildId> {
+        let b = s.as_bytes();
+        if b.len() != 40 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 20];
+        for (i, pair) in b.chunks_exact(2).enumerate() {
+            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(BuildId(out))
+    }
+}
+
+impl fmt::Display for BuildId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a request path is not one a cache serves.
@@ -161,21 +222,36 @@ impl CacheUrl {
             return Ok(CacheUrl::CacheInfo);
         }
         if let Some(rest) = p.strip_prefix("nar/") {
-            let hash = rest.get(..SHA256_CHARS).ok_or_else(unknown)?;
-            let suffix = rest[SHA256_CHARS..]
-                .strip_prefix(".nar")
-                .ok_or_else(unknown)?;
-            let file_hash = sha256(hash)?;
+            // `<name>.nar<extension>`, where the name is a file hash (52
+            // characters), a store path hash (32), or both joined by `-`.
+            let (name, suffix) = rest.split_once(".nar").ok_or_else(unknown)?;
             let compression = NarCompression::from_extension(suffix).ok_or_else(|| {
                 UrlError::UnknownCompression {
                     path: truncate(path),
                     suffix: truncate(suffix),
                 }
             })?;
-            return Ok(CacheUrl::Nar {
-                file_hash,
-                compression,
-            });
+            return match name.len() {
+                SHA256_CHARS => Ok(CacheUrl::Nar {
+                    file_hash: sha256(name)?,
+                    compression,
+                }),
+                HASH_CHARS => Ok(CacheUrl::NarOfStoreHash {
+                    store_hash: store_hash(name)?,
+                    compression,
+                }),
+                _ => {
+                    let (store, nar) = name.split_once('-').ok_or_else(unknown)?;
+                    if store.len() != HASH_CHARS || nar.len() != SHA256_CHARS {
+                        return Err(unknown());
+                    }
+                    Ok(CacheUrl::NarOfPath {
+                        store_hash: store_hash(store)?,
+                        nar_hash: sha256(nar)?,
+                        compression,
+                    })
+                }
+            };
         }
         if let Some(rest) = p.strip_prefix("log/") {
             return StorePath::from_base_name(rest)
@@ -184,6 +260,34 @@ impl CacheUrl {
                     path: truncate(path),
                     source,
                 });
+        }
+        if let Some(rest) = p.strip_prefix("build-trace-v2/") {
+            let rest = rest.strip_suffix(".doi").ok_or_else(unknown)?;
+            let (drv, output) = rest.split_once('/').ok_or_else(unknown)?;
+            let drv =
+                StorePath::from_base_name(drv).map_err(|source| UrlError::InvalidStorePath {
+                    path: truncate(path),
+                    source,
+                })?;
+            if !drv.is_derivation() {
+                return Err(unknown());
+            }
+            validate_name(output).map_err(|reason| UrlError::InvalidOutputName {
+                path: truncate(path),
+                reason,
+            })?;
+            return Ok(CacheUrl::BuildTrace {
+                drv,
+                output: output.to_owned(),
+            });
+        }
+        if let Some(rest) = p.strip_prefix("debuginfo/") {
+            let (id, suffix) = match rest.strip_suffix(".debug") {
+                Some(id) => (id, true),
+                None => (rest, false),
+            };
+            let build_id = BuildId::parse(id).ok_or_else(unknown)?;
+            return Ok(CacheUrl::DebugInfo { build_id, suffix });
         }
         if let Some(rest) = p.strip_prefix("realisations/sha256:") {
             let rest = rest.strip_suffix(".doi").ok_or_else(unknown)?;
@@ -224,12 +328,42 @@ impl CacheUrl {
                 file_hash.to_nix32(),
                 compression.extension()
             ),
+            CacheUrl::NarOfPath {
+                store_hash,
+                nar_hash,
+                compression,
+            } => format!(
+                "nar/{store_hash}-{}.nar{}",
+                nar_hash.to_nix32(),
+                compression.extension()
+            ),
+            CacheUrl::NarOfStoreHash {
+                store_hash,
+                compression,
+            } => format!("nar/{store_hash}.nar{}", compression.extension()),
             CacheUrl::Listing(h) => format!("{h}.ls"),
             CacheUrl::Log(p) => format!("log/{}", p.base_name()),
             CacheUrl::Realisation { drv_hash, output } => {
                 format!("realisations/sha256:{}!{output}.doi", drv_hash.to_nix32())
             }
+            CacheUrl::BuildTrace { drv, output } => {
+                format!("build-trace-v2/{}/{output}.doi", drv.base_name())
+            }
+            CacheUrl::DebugInfo { build_id, suffix } => {
+                format!(
+                    "debuginfo/{build_id}{}",
+                    if *suffix { ".debug" } else { "" }
+                )
+            }
         }
+    }
+
+    /// True for the NAR forms: their answer is a (compressed) NAR, streamed.
+    pub fn is_nar(&self) -> bool {
+        matches!(
+            self,
+            CacheUrl::Nar { .. } | CacheUrl::NarOfPath { .. } | CacheUrl::NarOfStoreHash { .. }
+        )
     }
 
     /// The `Content-Type` of the answer.
@@ -237,8 +371,13 @@ impl CacheUrl {
         match self {
             CacheUrl::CacheInfo => "text/x-nix-cache-info",
             CacheUrl::NarInfo(_) => "text/x-nix-narinfo",
-            CacheUrl::Nar { .. } => "application/x-nix-nar",
-            CacheUrl::Listing(_) | CacheUrl::Realisation { .. } => "application/json",
+            CacheUrl::Nar { .. } | CacheUrl::NarOfPath { .. } | CacheUrl::NarOfStoreHash { .. } => {
+                "application/x-nix-nar"
+            }
+            CacheUrl::Listing(_)
+            | CacheUrl::Realisation { .. }
+            | CacheUrl::BuildTrace { .. }
+            | CacheUrl::DebugInfo { .. } => "application/json",
             CacheUrl::Log(_) => "text/plain; charset=utf-8",
         }
     }
@@ -278,6 +417,22 @@ mod tests {
                 &format!("realisations/sha256:{H52}!out.doi"),
                 "application/json",
             ),
+            (&format!("nar/{H32}-{H52}.nar"), "application/x-nix-nar"),
+            (&format!("nar/{H32}-{H52}.nar.zst"), "application/x-nix-nar"),
+            (&format!("nar/{H32}.nar.xz"), "application/x-nix-nar"),
+            (&format!("nar/{H32}.nar"), "application/x-nix-nar"),
+            (
+                &format!("build-trace-v2/{H32}-hello-2.12.drv/out.doi"),
+                "application/json",
+            ),
+            (
+                "debuginfo/0123456789abcdef0123456789abcdef01234567",
+                "application/json",
+            ),
+            (
+                "debuginfo/0123456789abcdef0123456789abcdef01234567.debug",
+                "application/json",
+            ),
         ];
         for (path, ct) in cases {
             let u = ok(path);
@@ -297,6 +452,75 @@ mod tests {
                 output: "dev".into()
             }
         );
+    }
+
+    #[test]
+    fn the_three_nar_namings_are_told_apart() {
+        // cache.nixos.org: the file hash.
+        assert!(matches!(
+            ok(&format!("nar/{H52}.nar.xz")),
+            CacheUrl::Nar { .. }
+        ));
+        // nix-serve (nix-serve.psgi at e27bbf84: "nar/$hashPart-$narHash2.nar")
+        // and narbor's own name for other upstreams' NARs.
+        assert_eq!(
+            ok(&format!("nar/{H32}-{H52}.nar.zst")),
+            CacheUrl::NarOfPath {
+                store_hash: StorePathHash::parse(H32).unwrap(),
+                nar_hash: Sha256::parse(&format!("sha256:{H52}")).unwrap(),
+                compression: NarCompression::Zstd,
+            }
+        );
+        // nixcache-oci (lib/cache-builder.sh at 6a4b9e4: "URL: nar/${hash_prefix}.nar.xz").
+        assert_eq!(
+            ok(&format!("nar/{H32}.nar.xz")),
+            CacheUrl::NarOfStoreHash {
+                store_hash: StorePathHash::parse(H32).unwrap(),
+                compression: NarCompression::Xz,
+            }
+        );
+        for bad in [
+            format!("nar/{H32}-{H32}.nar"),
+            format!("nar/{H52}-{H32}.nar"),
+            format!("nar/{H32}_{H52}.nar"),
+            format!("nar/{H32}-{H52}-.nar"),
+            format!("nar/{}.nar", &H32[..31]),
+            format!("nar/{H32}-{H52}.nar.gz"),
+        ] {
+            assert!(CacheUrl::parse(&bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(ok(&format!("nar/{H32}.nar")).is_nar());
+        assert!(!ok(&format!("{H32}.narinfo")).is_nar());
+    }
+
+    #[test]
+    fn build_traces_and_debug_info() {
+        let url = ok(&format!("build-trace-v2/{H32}-hello-2.12.drv/dev.doi"));
+        match &url {
+            CacheUrl::BuildTrace { drv, output } => {
+                assert_eq!(drv.name(), "hello-2.12.drv");
+                assert_eq!(output, "dev");
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            format!("build-trace-v2/{H32}-hello-2.12/out.doi"),
+            format!("build-trace-v2/{H32}-hello.drv/out"),
+            format!("build-trace-v2/{H32}-hello.drv/a/b.doi"),
+            format!("build-trace-v2/{H32}-hello.drv/.doi"),
+            format!("build-trace-v2/{H32}-hello.drv.doi"),
+            "debuginfo/0123456789ABCDEF0123456789abcdef01234567".to_owned(),
+            "debuginfo/0123456789abcdef0123456789abcdef0123456".to_owned(),
+            "debuginfo/0123456789abcdef0123456789abcdef012345678".to_owned(),
+            "debuginfo/0123456789abcdef0123456789abcdef01234567.dbg".to_owned(),
+            "debuginfo/".to_owned(),
+        ] {
+            assert!(CacheUrl::parse(&bad).is_err(), "{bad:?} parsed");
+        }
+        let id = BuildId::parse("00ff0123456789abcdef0123456789abcdef0123").unwrap();
+        assert_eq!(id.0[0], 0);
+        assert_eq!(id.0[1], 0xff);
+        assert_eq!(id.to_string(), "00ff0123456789abcdef0123456789abcdef0123");
     }
 
     #[test]

@@ -21,6 +21,6 @@ mod upstream;
 pub use compress::Compression;
 pub use error::PublishError;
 pub use gc::{gc, GcOptions, GcPlan, GcReport};
-pub use nix::{closure_infos, PathInfo};
+pub use nix::{closure_infos, root_paths, PathInfo};
 pub use push::{push, Event, PushOptions, PushSummary, Reporter};
 pub use upstream::UpstreamCheck;

@@ -43,6 +43,20 @@ fn yes() -> bool {
     true
 }
 
+/// The store paths `paths` name (store paths, paths inside them, or symlinks
+/// to them such as `./result`), where they resolve to one.
+pub fn root_paths(paths: &[String]) -> Vec<StorePath> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            let resolved = std::fs::canonicalize(p).ok()?;
+            let rest = resolved.strip_prefix(narbor_proto::STORE_DIR).ok()?;
+            let base = rest.components().next()?.as_os_str().to_str()?;
+            StorePath::from_base_name(base).ok()
+        })
+        .collect()
+}
+
 /// Paths per command line, far below any `ARG_MAX`.
 const BATCH: usize = 500;
 

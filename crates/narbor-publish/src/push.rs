@@ -10,6 +10,13 @@
 //! and retry. Last, push re-reads the index and checks that every path it
 //! published is listed and every blob is there, repairing what a concurrent
 //! gc removed.
+//!
+//! A repository nixcache-oci published keeps being one: its entries count as
+//! present (narbor serves them; an entry whose blob is gone is pushed again),
+//! and while its `cache-index` tag exists, push adds what it publishes to it
+//! in the seed's own format (with `added`, and the pushed paths as
+//! `gc_roots`), as the seed's publisher does, so its proxy, publisher and gc
+//! keep seeing everything until `narbor gc --migrate` ends it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,8 +24,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use narbor_oci::{
-    now_unix, write_fragments, Digest, IndexReader, NewEntry, OciError, RegistryClient,
-    MAX_ENTRIES_PER_FRAGMENT,
+    now_unix, utc_timestamp, write_fragments, Digest, IndexReader, LegacyEntryDoc, LegacyIndexDoc,
+    NewEntry, OciError, RegistryClient, MAX_ENTRIES_PER_FRAGMENT,
 };
 use narbor_proto::{NarInfo, SecretKey, StorePathHash};
 
@@ -38,6 +45,9 @@ pub struct PushOptions {
     /// Where a compressed NAR waits for its upload when a streamed upload
     /// failed and it is prepared again.
     pub tmp_dir: PathBuf,
+    /// The paths asked for (not their closure): what nixcache-oci's index
+    /// records as `gc_roots`.
+    pub roots: Vec<StorePathHash>,
 }
 
 /// What happened, for the caller's progress display.
@@ -103,11 +113,27 @@ pub async fn push(
     let mut reader = IndexReader::new(Arc::clone(&client));
     reader.refresh().await?;
     let index = reader.index();
+    let legacy: Vec<Arc<narbor_oci::IndexEntry>> = reader
+        .fragments()
+        .filter(|f| f.legacy)
+        .flat_map(|f| f.entries.iter().cloned())
+        .collect();
     let mut todo = Vec::new();
     for info in infos {
         if upstream.contains(info.path.hash()) {
             summary.skipped_upstream += 1;
-        } else if index.get(info.path.hash()).is_some() {
+            continue;
+        }
+        let present = match index.get(info.path.hash()) {
+            None => false,
+            // nixcache-oci's gc never deletes blobs, but its publisher
+            // writes the index last: check the blob is really there.
+            Some(e) if legacy.iter().any(|l| Arc::ptr_eq(l, e)) => {
+                client.blob_exists(&e.blob.digest).await?
+            }
+            Some(_) => true,
+        };
+        if present {
             summary.skipped_present += 1;
         } else {
             todo.push(info);
@@ -175,9 +201,77 @@ pub async fn push(
             summary.fragments.push(w.tag);
         }
     }
+    if !entries.is_empty() && reader.fragments().any(|f| f.legacy) {
+        update_legacy_index(&client, &entries, &opts.roots).await?;
+    }
     summary.pushed = entries.len();
     entries.clear();
     Ok(summary)
+}
+
+/// Adds `entries` to nixcache-oci's `cache-index` (when the repository still
+/// has one) in the seed's format. The tag is rewritten in place, as the
+/// seed's publisher does; a concurrent rewrite can drop what this one added,
+/// so it is read back and done again until its entries are there.
+async fn update_legacy_index(
+    client: &RegistryClient,
+    entries: &[NewEntry],
+    roots: &[StorePathHash],
+) -> Result<(), PublishError> {
+    let added = utc_timestamp(now_unix());
+    let docs: Vec<LegacyEntryDoc> = entries
+        .iter()
+        .filter_map(|e| {
+            let info = NarInfo::parse(&e.narinfo).ok()?;
+            Some(LegacyEntryDoc {
+                store_hash: *info.store_path.hash(),
+                name: info.store_path.name().to_owned(),
+                narinfo: e.narinfo.clone(),
+                nar_digest: e.nar_digest,
+                blob_size: e.blob_size,
+                added: added.clone(),
+            })
+        })
+        .collect();
+    for attempt in 1..=3 {
+        let Some(mut doc) = LegacyIndexDoc::read(client).await? else {
+            // Migrated away meanwhile: nothing to keep current.
+            return Ok(());
+        };
+        let listed: HashSet<String> = doc.entry_hashes().into_iter().collect();
+        if attempt > 1
+            && docs
+                .iter()
+                .all(|d| listed.contains(&d.store_hash.to_string()))
+        {
+            return Ok(());
+        }
+        doc.add(&docs, roots, &added);
+        doc.write(client).await?;
+        tracing::info!(
+            entries = docs.len(),
+            "added the pushed paths to nixcache-oci's cache-index"
+        );
+        let check = LegacyIndexDoc::read(client).await?;
+        let listed: HashSet<String> = check
+            .map(|d| d.entry_hashes())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if docs
+            .iter()
+            .all(|d| listed.contains(&d.store_hash.to_string()))
+        {
+            return Ok(());
+        }
+        tracing::warn!(
+            attempt,
+            "cache-index was rewritten by someone else meanwhile; adding the entries again"
+        );
+    }
+    Err(PublishError::Invalid(
+        "nixcache-oci's cache-index kept being rewritten by another publisher; the paths are in narbor's index, but not in cache-index".to_owned(),
+    ))
 }
 
 /// Prepares and uploads every path, `jobs` at a time.

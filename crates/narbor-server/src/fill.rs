@@ -237,27 +237,27 @@ pub fn file_body(
 }
 
 /// An upstream body checked as it passes: each chunk is held until the next
-/// arrives, and the last is released only if the whole hashed to `expected`
-/// (and matched the promised length); otherwise the stream ends in an error.
-pub fn verified_body(
-    resp: reqwest::Response,
-    expected: narbor_proto::Sha256,
-    total: Option<u64>,
+/// arrives, and the last is released only once the whole body checked out
+/// (its hash, its promised length, a `Content-Encoding` that decoded);
+/// otherwise the stream ends in an error.
+pub(crate) fn verified_body(
+    opened: crate::nar_fill::OpenedNar,
     on_bytes: impl Fn(u64) + Send + Sync + 'static,
-) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+) -> Result<impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send, crate::app::FillError>
+{
     use futures_util::StreamExt;
     struct S<B> {
         body: B,
-        hasher: narbor_proto::hash::HashingCounter,
+        intake: Option<crate::verify::Intake>,
         held: Option<Bytes>,
     }
     let state = S {
-        body: resp.bytes_stream().boxed(),
-        hasher: narbor_proto::hash::HashingCounter::new(),
+        intake: Some(opened.intake(false)?),
+        body: opened.resp.bytes_stream().boxed(),
         held: None,
     };
     let on_bytes = Arc::new(on_bytes);
-    futures_util::stream::unfold(Some(state), move |state| {
+    Ok(futures_util::stream::unfold(Some(state), move |state| {
         let on_bytes = Arc::clone(&on_bytes);
         async move {
             let mut st = state?;
@@ -265,8 +265,18 @@ pub fn verified_body(
                 match st.body.next().await {
                     Some(Ok(chunk)) => {
                         on_bytes(chunk.len() as u64);
-                        st.hasher.update(&chunk);
-                        if let Some(prev) = st.held.replace(chunk) {
+                        let intake = st.intake.as_mut()?;
+                        let file = match intake.take(chunk) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                let err = std::io::Error::other(format!("upstream bytes: {e}"));
+                                return Some((Err(err), None));
+                            }
+                        };
+                        if file.is_empty() {
+                            continue;
+                        }
+                        if let Some(prev) = st.held.replace(file) {
                             return Some((Ok(prev), Some(st)));
                         }
                     }
@@ -275,16 +285,28 @@ pub fn verified_body(
                         return Some((Err(err), None));
                     }
                     None => {
-                        let (hash, len) = st.hasher.clone().finish();
-                        if hash != expected || total.is_some_and(|t| t != len) {
-                            let err =
-                                std::io::Error::other("upstream bytes do not match the NAR's name");
-                            return Some((Err(err), None));
-                        }
-                        return st.held.take().map(|last| (Ok(last), None));
+                        let rest = match st.intake.take()?.finish() {
+                            Ok(rest) => rest,
+                            Err(e) => {
+                                let err = std::io::Error::other(format!("upstream bytes: {e}"));
+                                return Some((Err(err), None));
+                            }
+                        };
+                        let last = match st.held.take() {
+                            Some(mut held) if !rest.is_empty() => {
+                                let mut joined = BytesMut::from(&held[..]);
+                                joined.extend_from_slice(&rest);
+                                held = joined.freeze();
+                                held
+                            }
+                            Some(held) => held,
+                            None if !rest.is_empty() => rest,
+                            None => return None,
+                        };
+                        return Some((Ok(last), None));
                     }
                 }
             }
         }
-    })
+    }))
 }

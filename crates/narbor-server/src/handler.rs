@@ -54,10 +54,14 @@ fn route_of(parsed: &Result<CacheUrl, narbor_proto::url::UrlError>) -> Route {
     match parsed {
         Ok(CacheUrl::CacheInfo) => Route::CacheInfo,
         Ok(CacheUrl::NarInfo(_)) => Route::NarInfo,
-        Ok(CacheUrl::Nar { .. }) => Route::Nar,
+        Ok(CacheUrl::Nar { .. } | CacheUrl::NarOfPath { .. } | CacheUrl::NarOfStoreHash { .. }) => {
+            Route::Nar
+        }
         Ok(CacheUrl::Listing(_)) => Route::Listing,
         Ok(CacheUrl::Log(_)) => Route::Log,
         Ok(CacheUrl::Realisation { .. }) => Route::Realisation,
+        Ok(CacheUrl::BuildTrace { .. }) => Route::BuildTrace,
+        Ok(CacheUrl::DebugInfo { .. }) => Route::DebugInfo,
         Err(_) => Route::Other,
     }
 }
@@ -102,8 +106,8 @@ async fn respond(
             let parsed = CacheUrl::parse(path);
             let route = route_of(&parsed);
             let resp = match parsed {
-                Ok(url @ CacheUrl::Nar { .. }) => {
-                    serve_nar(server, &url, head, range_header.as_deref()).await
+                Ok(url) if url.is_nar() => {
+                    serve_nar(server, url, head, range_header.as_deref()).await
                 }
                 Ok(CacheUrl::CacheInfo) => cache_info(server),
                 Ok(url) => serve_document(server, &url, range_header.as_deref()).await,
@@ -254,9 +258,14 @@ fn stats(server: &Server, path: &str, peer: SocketAddr) -> Response<Body> {
 }
 
 fn malformed(path: &str, reason: &str) -> Response<Body> {
+    // Debuggers ask for build ids narbor cannot parse (upper case, other
+    // lengths); no cache has them, and they read only a 404 as a miss.
+    if path.starts_with("/debuginfo/") {
+        return not_found(CacheStatus::Local);
+    }
     let looks_like_cache_path = path.ends_with(".narinfo")
         || path.ends_with(".ls")
-        || ["/nar/", "/log/", "/realisations/"]
+        || ["/nar/", "/log/", "/realisations/", "/build-trace-v2/"]
             .iter()
             .any(|p| path.starts_with(p));
     if looks_like_cache_path {
@@ -351,16 +360,25 @@ async fn serve_document(
 
 async fn serve_nar(
     server: &Arc<Server>,
-    url: &CacheUrl,
+    mut url: CacheUrl,
     head: bool,
     range_header: Option<&str>,
 ) -> Response<Body> {
-    let CacheUrl::Nar { file_hash, .. } = url else {
-        unreachable!("serve_nar is only called with NAR URLs")
-    };
-    let key = url.to_path();
+    let mut key = url.to_path();
+    if let CacheUrl::NarOfStoreHash { compression, .. } = url {
+        // Such a name means something only to an index that published it
+        // (nixcache-oci's): served as its blob, under the blob's own name.
+        let Some(blob) = server.index_blob(&key) else {
+            return not_found(CacheStatus::Miss);
+        };
+        url = CacheUrl::Nar {
+            file_hash: blob.digest.0,
+            compression,
+        };
+        key = url.to_path();
+    }
     for _ in 0..2 {
-        if let Some(resp) = stored_nar(server, url, &key, range_header) {
+        if let Some(resp) = stored_nar(server, &url, &key, range_header) {
             return resp;
         }
         if server.is_negative(&key) {
@@ -370,55 +388,55 @@ async fn serve_nar(
             return not_found(CacheStatus::Miss);
         }
         if head {
-            if let Some(size) = server.nar_in_index(&key) {
-                let mut resp = Response::new(empty());
-                set(&mut resp, header::CONTENT_TYPE, url.content_type());
-                if let Some(len) = size {
-                    set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
-                }
-                set(&mut resp, CacheStatus::HEADER, CacheStatus::Miss.as_str());
-                return resp;
-            }
-            return match server.head_upstream(&key).await {
-                Lookup::Found { value, .. } => {
-                    let mut resp = Response::new(empty());
-                    set(&mut resp, header::CONTENT_TYPE, url.content_type());
-                    if let Some(len) = value {
-                        set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
-                    }
-                    set(&mut resp, CacheStatus::HEADER, CacheStatus::Miss.as_str());
-                    resp
-                }
-                Lookup::NotFound => not_found(CacheStatus::Miss),
-                Lookup::Failed(e) => upstream_failed(&e.to_string()),
+            let size = match server.nar_in_index(&key) {
+                Some(size) => size,
+                None => match server.head_nar(&url, &key).await {
+                    Lookup::Found { value, .. } => value,
+                    Lookup::NotFound => return not_found(CacheStatus::Miss),
+                    Lookup::Failed(e) => return upstream_failed(&e.to_string()),
+                },
             };
+            let mut resp = Response::new(empty());
+            set(&mut resp, header::CONTENT_TYPE, url.content_type());
+            if let Some(len) = size {
+                set(&mut resp, header::CONTENT_LENGTH, &len.to_string());
+            }
+            set(&mut resp, CacheStatus::HEADER, CacheStatus::Miss.as_str());
+            return resp;
         }
         // None: a fill just stored it; loop once to serve it from the store.
-        if let Some((rx, joined)) = server.join_nar_fill(&key, *file_hash) {
-            return follow_fill(server, url, rx, joined).await;
+        if let Some((rx, joined)) = server.join_nar_fill(&url, &key) {
+            return follow_fill(server, &url, &key, rx, joined).await;
         }
     }
     upstream_failed("the object vanished while it was being stored")
 }
 
 /// Serves a NAR straight from upstream without storing it (the store refuses
-/// writes), still checking its bytes against its name: the last chunk is held
-/// back until the hash matched, so a corrupt transfer is cut, never completed.
-async fn pass_through(server: &Arc<Server>, url: &CacheUrl) -> Response<Body> {
-    let CacheUrl::Nar { file_hash, .. } = url else {
-        unreachable!("only NARs pass through")
+/// writes), still checking its bytes: the last chunk is held back until they
+/// checked out, so a corrupt transfer is cut, never completed.
+async fn pass_through(server: &Arc<Server>, url: &CacheUrl, key: &str) -> Response<Body> {
+    let opened = match server.open_nar(url, key).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return not_found(CacheStatus::Miss),
+        Err(e) => return upstream_failed(&e.message),
     };
-    let key = url.to_path();
-    let (upstream, resp) = match server.upstreams.get_stream(&key).await {
-        Lookup::Found { upstream, value } => (upstream, value),
-        Lookup::NotFound => return not_found(CacheStatus::Miss),
-        Lookup::Failed(e) => return upstream_failed(&e.to_string()),
+    let total = match opened.content_encoding() {
+        None => opened.resp.content_length(),
+        Some(_) => opened.check.file_size(),
     };
-    let total = resp.content_length();
-    let body = fill::verified_body(resp, *file_hash, total, {
+    let upstream = opened.upstream;
+    let body = match fill::verified_body(opened, {
         let server = Arc::clone(server);
-        move |n| server.upstreams.add_fetched(upstream, n)
-    });
+        move |n| {
+            if let Some(i) = upstream {
+                server.upstreams.add_fetched(i, n)
+            }
+        }
+    }) {
+        Ok(body) => body,
+        Err(e) => return upstream_failed(&e.message),
+    };
     // A task of its own pumps the checked bytes to the client; it ends (and
     // drops the upstream response) when the client goes away.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
@@ -481,6 +499,7 @@ fn stored_nar(
 async fn follow_fill(
     server: &Arc<Server>,
     url: &CacheUrl,
+    key: &str,
     mut rx: tokio::sync::watch::Receiver<FillState>,
     joined: bool,
 ) -> Response<Body> {
@@ -497,7 +516,7 @@ async fn follow_fill(
         FillState::NotFound => return not_found(status),
         FillState::Failed(reason) => return upstream_failed(&reason),
         FillState::Connecting => unreachable!("waited until settled"),
-        FillState::Bypass => return pass_through(server, url).await,
+        FillState::Bypass => return pass_through(server, url, key).await,
         FillState::Streaming { total, .. } => total,
         FillState::Done { size, .. } => Some(size),
     };
@@ -550,7 +569,7 @@ fn object_headers(resp: &mut Response<Body>, url: &CacheUrl, status: CacheStatus
     set_static(resp, CacheStatus::HEADER, status.as_str());
     let cache_control = match url {
         // A NAR's URL names its content: it never changes.
-        CacheUrl::Nar { .. } => "public, max-age=31536000, immutable",
+        CacheUrl::Nar { .. } | CacheUrl::NarOfPath { .. } => "public, max-age=31536000, immutable",
         _ => "public, max-age=3600",
     };
     set_static(resp, header::CACHE_CONTROL, cache_control);

@@ -9,18 +9,23 @@
 
 pub mod access;
 mod app;
+pub mod credentials;
 mod dashboard;
+mod decode;
 mod fill;
 mod handler;
 mod landing;
 pub mod mdns;
 pub mod metrics;
+mod nar_fill;
+mod nar_source;
 pub mod oci;
 mod range;
 mod redirect;
 mod status;
 mod tls;
 mod upstream;
+mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,17 +36,20 @@ use narbor_proto::{PublicKey, SecretKey};
 use tokio::net::TcpListener;
 
 pub use app::Server;
+pub use credentials::{Credential, Credentials, Netrc};
 pub use dashboard::Snapshot;
 pub use metrics::{MetricsSource, Sample, SampleKind};
 pub use status::CacheStatus;
 pub use tls::{Tls, TlsError, TlsFiles};
-pub use upstream::{UpstreamError, UpstreamOptions};
+pub use upstream::{UpstreamBase, UpstreamError, UpstreamOptions};
 
 /// Everything `narbor serve` can be told, already parsed.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Upstream cache base URLs, tried in order; empty serves only what is stored.
-    pub upstreams: Vec<String>,
+    /// Upstream caches, tried in order; empty serves only what is stored.
+    pub upstreams: Vec<UpstreamBase>,
+    /// Credentials for upstream hosts (netrc, bearer-token files).
+    pub credentials: Credentials,
     /// The `Priority:` advertised in `nix-cache-info`.
     pub priority: u32,
     /// How long a stored narinfo (or listing, log) is served without asking upstream again.

@@ -7,6 +7,11 @@
 //! and never waits for the registry. NAR blobs are fetched by the ordinary fill
 //! (coalesced, hash-checked, stored under the same size bound as pull-through
 //! objects); the registry is tried before the upstream caches.
+//!
+//! Every fragment fetched is also saved in the index directory; at start the
+//! saved index is served at once, before the first refresh, so a restart
+//! with the registry down still serves narinfos (as nixcache-oci's proxy does
+//! with its `NIXCACHE_INDEX_DIR`, whose file narbor reads too).
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +33,8 @@ pub struct RefreshRecord {
     pub untrusted: usize,
     /// The error of the last attempt, when it failed (the snapshot stays).
     pub error: Option<String>,
+    /// Entries read from the saved index at start (before any refresh).
+    pub loaded_from_disk: usize,
     pub attempts: u64,
     pub failures: u64,
 }
@@ -44,6 +51,8 @@ pub struct OciSource {
     ttl: Duration,
     /// With keys, entries no trusted key signed are not served (`--trusted-key`).
     trusted: Vec<PublicKey>,
+    /// Where the index is saved between runs.
+    index_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for OciSource {
@@ -60,6 +69,7 @@ impl OciSource {
         client: Arc<RegistryClient>,
         ttl: Duration,
         trusted: Vec<PublicKey>,
+        index_dir: Option<std::path::PathBuf>,
     ) -> Arc<OciSource> {
         Arc::new(OciSource {
             client,
@@ -70,6 +80,7 @@ impl OciSource {
             started: std::sync::atomic::AtomicU64::new(0),
             ttl,
             trusted,
+            index_dir,
         })
     }
 
@@ -94,6 +105,21 @@ impl OciSource {
     pub async fn run(self: Arc<Self>) {
         let mut reader =
             IndexReader::new(Arc::clone(&self.client)).with_trusted_keys(self.trusted.clone());
+        if let Some(dir) = &self.index_dir {
+            reader = reader.with_snapshot(dir.clone());
+            match reader.load_snapshot().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    *self.index.write().unwrap_or_else(|e| e.into_inner()) = reader.index();
+                    self.record
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .loaded_from_disk = n;
+                    tracing::info!(entries = n, dir = %dir.display(), "serving the saved OCI index until the registry answers");
+                }
+                Err(e) => tracing::warn!("cannot read the saved OCI index: {e}"),
+            }
+        }
         loop {
             self.started
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -180,6 +206,7 @@ impl OciSource {
             "last_refresh_ms": rec.duration.as_millis() as u64,
             "last_refresh_fragments_fetched": rec.fetched_fragments,
             "last_refresh_error": rec.error,
+            "loaded_from_disk": rec.loaded_from_disk,
             "refreshes": rec.attempts,
             "refresh_failures": rec.failures,
             "registry_requests": stats.requests.load(Relaxed),

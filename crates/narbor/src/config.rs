@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use narbor_proto::{PublicKey, SecretKey};
-use narbor_server::{Tls, TlsFiles};
+use narbor_server::{Credentials, Netrc, Tls, TlsFiles, UpstreamBase};
 use serde::Deserialize;
 
 use crate::cli::units::{parse_duration, parse_size};
@@ -79,6 +79,15 @@ pub struct ServeOptions {
     #[arg(long)]
     #[serde(default)]
     pub no_upstream: bool,
+    /// A netrc file (Nix's `netrc-file` format, as curl reads it): credentials for
+    /// upstream hosts whose URL carries none.
+    #[arg(long, value_name = "FILE", env = "NARBOR_NETRC_FILE")]
+    pub netrc_file: Option<PathBuf>,
+    /// `HOST=FILE` (repeatable): send the token in FILE as `Authorization: Bearer` to
+    /// upstream requests for HOST.
+    #[arg(long = "upstream-token-file", value_name = "HOST=FILE")]
+    #[serde(default)]
+    pub upstream_token_files: Vec<String>,
     /// The Priority advertised in nix-cache-info [default: 30, below cache.nixos.org's 40,
     /// so Nix asks this cache first].
     #[arg(long, value_name = "N", env = "NARBOR_PRIORITY")]
@@ -132,6 +141,10 @@ pub struct ServeOptions {
     /// How often the --oci index is refreshed (in the background) [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub index_ttl: Option<String>,
+    /// Where the --oci index is saved, so a restart with the registry down still
+    /// serves it [default: CACHE_DIR/oci-index].
+    #[arg(long, value_name = "DIR")]
+    pub index_dir: Option<PathBuf>,
     /// A file holding a bearer token that lets non-loopback clients POST /_refresh.
     #[arg(long, value_name = "FILE")]
     pub refresh_token_file: Option<PathBuf>,
@@ -144,7 +157,10 @@ pub struct ServeSettings {
     pub cache_dir: PathBuf,
     pub max_size: u64,
     pub inactive: Duration,
-    pub upstreams: Vec<String>,
+    /// Base URLs without credentials, and each URL's own.
+    pub upstreams: Vec<UpstreamBase>,
+    /// The netrc file's and the token files' credentials.
+    pub credentials: Credentials,
     pub priority: u32,
     pub narinfo_ttl: Duration,
     pub negative_ttl: Duration,
@@ -160,6 +176,7 @@ pub struct ServeSettings {
     /// `--oci`: the store reference (checked).
     pub oci: Option<String>,
     pub index_ttl: Duration,
+    pub index_dir: PathBuf,
     pub refresh_token: Option<String>,
 }
 
@@ -188,6 +205,8 @@ impl ServeOptions {
             inactive: self.inactive.or(file.inactive),
             upstreams: list(self.upstreams, file.upstreams),
             no_upstream: self.no_upstream || file.no_upstream,
+            netrc_file: self.netrc_file.or(file.netrc_file),
+            upstream_token_files: list(self.upstream_token_files, file.upstream_token_files),
             priority: self.priority.or(file.priority),
             narinfo_ttl: self.narinfo_ttl.or(file.narinfo_ttl),
             negative_ttl: self.negative_ttl.or(file.negative_ttl),
@@ -202,6 +221,7 @@ impl ServeOptions {
             http_redirect_listen: list(self.http_redirect_listen, file.http_redirect_listen),
             oci: self.oci.or(file.oci),
             index_ttl: self.index_ttl.or(file.index_ttl),
+            index_dir: self.index_dir.or(file.index_dir),
             refresh_token_file: self.refresh_token_file.or(file.refresh_token_file),
         }
     }
@@ -222,13 +242,14 @@ impl ServeOptions {
         let upstreams = if self.no_upstream {
             Vec::new()
         } else if self.upstreams.is_empty() {
-            vec![DEFAULT_UPSTREAM.to_owned()]
+            vec![check_upstream(DEFAULT_UPSTREAM)?]
         } else {
             self.upstreams
                 .iter()
                 .map(|u| check_upstream(u))
                 .collect::<anyhow::Result<_>>()?
         };
+        let credentials = upstream_credentials(&self.netrc_file, &self.upstream_token_files)?;
         let trusted_keys = self
             .trusted_keys
             .iter()
@@ -245,6 +266,10 @@ impl ServeOptions {
             Some(d) => d,
             None => default_cache_dir()?,
         };
+        let index_dir = self
+            .index_dir
+            .clone()
+            .unwrap_or_else(|| cache_dir.join("oci-index"));
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(Arc::new(
                 Tls::load(TlsFiles { cert, key }).context("tls-cert/tls-key")?,
@@ -270,6 +295,7 @@ impl ServeOptions {
             max_size: size("max-size", self.max_size, DEFAULT_MAX_SIZE)?,
             inactive: duration("inactive", self.inactive, DEFAULT_INACTIVE)?,
             upstreams,
+            credentials,
             priority: self.priority.unwrap_or(DEFAULT_PRIORITY),
             narinfo_ttl: duration("narinfo-ttl", self.narinfo_ttl, DEFAULT_NARINFO_TTL)?,
             negative_ttl: duration("negative-ttl", self.negative_ttl, DEFAULT_NEGATIVE_TTL)?,
@@ -301,6 +327,7 @@ impl ServeOptions {
                 d if d.is_zero() => bail!("index-ttl: must be more than 0s"),
                 d => d,
             },
+            index_dir,
             refresh_token: match &self.refresh_token_file {
                 Some(path) => {
                     let token = std::fs::read_to_string(path)
@@ -339,13 +366,47 @@ fn default_cache_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn check_upstream(url: &str) -> anyhow::Result<String> {
-    let ok = (url.starts_with("https://") || url.starts_with("http://"))
-        && !url.contains(['?', '#', ' ']);
-    if !ok {
-        bail!("upstream {url:?} is not an http:// or https:// base URL (e.g. https://cache.nixos.org)");
+/// An upstream base URL, its `user:password@` split off. Errors never show
+/// the URL's password.
+fn check_upstream(url: &str) -> anyhow::Result<UpstreamBase> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://")) && !url.contains(' ');
+    let parsed = if ok {
+        UpstreamBase::parse(url).ok()
+    } else {
+        None
+    };
+    match parsed {
+        Some(base) => Ok(base),
+        None => {
+            let shown = narbor_server::metrics::redact_url(url);
+            bail!("upstream {shown:?} is not an http:// or https:// base URL without query (e.g. https://cache.nixos.org)")
+        }
     }
-    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The netrc file and the bearer-token files, read.
+fn upstream_credentials(
+    netrc_file: &Option<PathBuf>,
+    token_files: &[String],
+) -> anyhow::Result<Credentials> {
+    let netrc = match netrc_file {
+        Some(path) => Netrc::read(path).map_err(|e| anyhow::anyhow!("netrc-file: {e}"))?,
+        None => Netrc::default(),
+    };
+    let mut tokens = std::collections::HashMap::new();
+    for spec in token_files {
+        let Some((host, file)) = spec.split_once('=') else {
+            bail!("upstream-token-file {spec:?}: expected HOST=FILE (e.g. cache.example.org=/run/secrets/token)");
+        };
+        let host = host.trim();
+        if host.is_empty() || host.contains(['/', ':', '@']) {
+            bail!("upstream-token-file {spec:?}: {host:?} is not a host name (no scheme, port or path)");
+        }
+        let token = narbor_server::credentials::read_token_file(Path::new(file.trim()))
+            .map_err(|e| anyhow::anyhow!("upstream-token-file for {host}: {e}"))?;
+        tokens.insert(host.to_owned(), token);
+    }
+    Ok(Credentials::new(netrc, tokens))
 }
 
 #[cfg(test)]
@@ -354,6 +415,10 @@ mod tests {
 
     fn parse(text: &str) -> anyhow::Result<ServeOptions> {
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn urls(s: &ServeSettings) -> Vec<&str> {
+        s.upstreams.iter().map(|u| u.url.as_str()).collect()
     }
 
     #[test]
@@ -379,7 +444,7 @@ mod tests {
         assert_eq!(s.max_size, 500 << 20);
         assert_eq!(s.inactive, Duration::from_secs(7 * 86400));
         assert_eq!(
-            s.upstreams,
+            urls(&s),
             ["https://cache.nixos.org", "http://10.0.0.1:5000"]
         );
         assert_eq!(s.priority, 20);
@@ -460,7 +525,7 @@ mod tests {
         let s = flags.over(file).resolve().unwrap();
         assert_eq!(s.priority, 50, "the flag wins");
         assert_eq!(s.max_size, 1 << 30, "the file fills what flags leave");
-        assert_eq!(s.upstreams, ["http://a"]);
+        assert_eq!(urls(&s), ["http://a"]);
         assert_eq!(
             s.negative_ttl,
             Duration::from_secs(60),
@@ -476,7 +541,7 @@ mod tests {
             .resolve()
             .unwrap();
         assert_eq!(
-            s.upstreams,
+            urls(&s),
             ["http://b"],
             "a list flag replaces the file's list"
         );
@@ -514,26 +579,45 @@ mod tests {
     }
 }
 
-/// The environment variables of nixcache-oci's proxy, as aliases, so existing
-/// setups move over: each fills an option that neither a flag nor a narbor
-/// variable set. `NIXCACHE_REPO=owner/repo` means
-/// `oci://ghcr.io/owner/repo/nix-cache`; `NIXCACHE_LISTEN` (default
-/// 127.0.0.1) and `NIXCACHE_PORT` make the listen address;
-/// `NIXCACHE_UPSTREAM` is space-separated (empty: none); `NIXCACHE_INDEX_TTL`
-/// is in seconds. (`GITHUB_TOKEN` is read as registry credentials anyway.)
+/// The port nixcache-oci's proxy listens on unless `NIXCACHE_PORT` says
+/// otherwise (proxy/main.py at 6a4b9e4, line 24).
+const NIXCACHE_DEFAULT_PORT: &str = "37515";
+
+/// The environment variables of nixcache-oci's proxy and publisher
+/// (proxy/main.py and lib/cache-builder.sh at 6a4b9e4), as aliases, so
+/// existing setups move over: each fills an option that neither a flag nor a
+/// narbor variable set.
+///
+/// - `NIXCACHE_REPO=owner/repo` means `oci://REGISTRY/owner/repo/nix-cache`,
+///   where REGISTRY is `NIXCACHE_REGISTRY` (default `ghcr.io`; the seed
+///   always speaks HTTPS to it, and so does narbor unless it is given as
+///   `http://host:port`).
+/// - `NIXCACHE_LISTEN` (a bind address, default 127.0.0.1) and
+///   `NIXCACHE_PORT` (default 37515) make the listen address; either alone
+///   is enough, as with the seed's proxy.
+/// - `NIXCACHE_UPSTREAM` is space-separated (empty: none).
+/// - `NIXCACHE_INDEX_TTL` is in seconds.
+/// - `NIXCACHE_INDEX_DIR` is where the index is saved (`index-dir`); a
+///   `cache-index.json` the seed's proxy saved there is read at start.
+///
+/// (`GITHUB_TOKEN`/`GH_TOKEN` are read as registry credentials for ghcr.io
+/// and for `NIXCACHE_REGISTRY`.)
 pub fn apply_nixcache_env(
     opts: &mut ServeOptions,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<()> {
+    let set = |k: &str| env(k).filter(|v| !v.trim().is_empty());
     if opts.oci.is_none() {
-        if let Some(repo) = env("NIXCACHE_REPO").filter(|r| !r.trim().is_empty()) {
+        if let Some(repo) = set("NIXCACHE_REPO") {
             let repo = repo.trim().trim_matches('/').to_ascii_lowercase();
-            opts.oci = Some(format!("oci://ghcr.io/{repo}/nix-cache"));
+            opts.oci = Some(nixcache_store(&repo, set("NIXCACHE_REGISTRY").as_deref()));
         }
     }
     if opts.listen.is_empty() {
-        if let Some(port) = env("NIXCACHE_PORT").filter(|p| !p.trim().is_empty()) {
-            let host = env("NIXCACHE_LISTEN").unwrap_or_else(|| "127.0.0.1".to_owned());
+        let (host, port) = (set("NIXCACHE_LISTEN"), set("NIXCACHE_PORT"));
+        if host.is_some() || port.is_some() {
+            let host = host.unwrap_or_else(|| "127.0.0.1".to_owned());
+            let port = port.unwrap_or_else(|| NIXCACHE_DEFAULT_PORT.to_owned());
             let host = host.trim();
             let addr = if host.contains(':') && !host.starts_with('[') {
                 format!("[{host}]:{}", port.trim())
@@ -556,11 +640,27 @@ pub fn apply_nixcache_env(
         }
     }
     if opts.index_ttl.is_none() {
-        if let Some(ttl) = env("NIXCACHE_INDEX_TTL").filter(|t| !t.trim().is_empty()) {
+        if let Some(ttl) = set("NIXCACHE_INDEX_TTL") {
             opts.index_ttl = Some(ttl.trim().to_owned());
         }
     }
+    if opts.index_dir.is_none() {
+        if let Some(dir) = set("NIXCACHE_INDEX_DIR") {
+            opts.index_dir = Some(PathBuf::from(dir.trim()));
+        }
+    }
     Ok(())
+}
+
+/// The store of a nixcache-oci repository: `<repo>/nix-cache` (the suffix
+/// is hard-coded in the seed) on `registry`.
+fn nixcache_store(repo: &str, registry: Option<&str>) -> String {
+    let registry = registry.map(str::trim).unwrap_or("ghcr.io");
+    let (scheme, host) = match registry.strip_prefix("http://") {
+        Some(host) => ("oci+http", host),
+        None => ("oci", registry.strip_prefix("https://").unwrap_or(registry)),
+    };
+    format!("{scheme}://{}/{repo}/nix-cache", host.trim_end_matches('/'))
 }
 
 #[cfg(test)]
@@ -613,5 +713,47 @@ mod nixcache_env_tests {
         assert_eq!(o.listen, ["[::1]:8080".parse::<SocketAddr>().unwrap()]);
         let mut o = ServeOptions::default();
         assert!(apply_nixcache_env(&mut o, &env(&[("NIXCACHE_PORT", "eighty")])).is_err());
+    }
+
+    #[test]
+    fn nixcache_listen_alone_means_the_seeds_port_and_registry_is_honoured() {
+        // The seed's NixOS module and README set only NIXCACHE_LISTEN for a
+        // LAN; its proxy then listens on port 37515.
+        let mut o = ServeOptions::default();
+        apply_nixcache_env(&mut o, &env(&[("NIXCACHE_LISTEN", "0.0.0.0")])).unwrap();
+        assert_eq!(o.listen, ["0.0.0.0:37515".parse::<SocketAddr>().unwrap()]);
+        let mut o = ServeOptions::default();
+        apply_nixcache_env(
+            &mut o,
+            &env(&[
+                ("NIXCACHE_REPO", "team/app"),
+                ("NIXCACHE_REGISTRY", "registry.example.org:5000"),
+                ("NIXCACHE_INDEX_DIR", "/var/cache/nixcache-proxy"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            o.oci.as_deref(),
+            Some("oci://registry.example.org:5000/team/app/nix-cache")
+        );
+        assert_eq!(
+            o.index_dir.as_deref(),
+            Some(Path::new("/var/cache/nixcache-proxy"))
+        );
+        let s = o.resolve().unwrap();
+        assert_eq!(s.index_dir, Path::new("/var/cache/nixcache-proxy"));
+        let mut o = ServeOptions::default();
+        apply_nixcache_env(
+            &mut o,
+            &env(&[
+                ("NIXCACHE_REPO", "team/app"),
+                ("NIXCACHE_REGISTRY", "http://127.0.0.1:5000/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            o.oci.as_deref(),
+            Some("oci+http://127.0.0.1:5000/team/app/nix-cache")
+        );
     }
 }

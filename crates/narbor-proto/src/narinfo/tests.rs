@@ -598,3 +598,51 @@ fn a_field_is_found_where_parse_reads_it() {
     );
     assert_eq!(NarInfo::field_in(ASSIMP, "Nothing"), None);
 }
+
+#[test]
+fn rewriting_an_unsigned_field_keeps_every_other_byte_and_the_signature() {
+    let new_url = "nar/hfc7zqwc8nx2hn6g12dpylb5j4gfc3dy-1ri21f7h1j1dhqwlml39maab2h7m1v3fgm25d7mqbjxxda6c4ix6.nar.xz";
+    let out = NarInfo::with_field(ASSIMP, "URL", new_url);
+    assert_eq!(
+        out,
+        ASSIMP.replace(&NarInfo::parse(ASSIMP).unwrap().url, new_url)
+    );
+    let info = NarInfo::parse(&out).unwrap();
+    assert_eq!(info.url, new_url);
+    assert!(
+        info.verify(&nixos_key()),
+        "URL is not covered by the signature"
+    );
+    // A field the text lacks is appended, and the text gains its final newline.
+    let bare = SDL_MAN.trim_end();
+    let out = NarInfo::with_field(bare, "CA", "text:sha256:x");
+    assert_eq!(out, format!("{bare}\nCA: text:sha256:x\n"));
+    let out = NarInfo::with_field(bare, "FileSize", "7");
+    assert_eq!(
+        out,
+        format!("{}\n", bare.replace("FileSize: 99272", "FileSize: 7"))
+    );
+    let out = NarInfo::with_field(&NarInfo::without_field(bare, "FileSize"), "FileSize", "7");
+    assert_eq!(NarInfo::parse(&out).unwrap().file_size, Some(7));
+    // A rewrite of the last line of a text without a final newline adds one.
+    let out = NarInfo::with_field(SOURCE_CA.trim_end(), "CA", "x");
+    assert!(out.ends_with("CA: x\n"));
+}
+
+#[test]
+fn removing_a_field_removes_only_its_lines() {
+    let out = NarInfo::without_field(ASSIMP, "FileHash");
+    assert_eq!(
+        out,
+        ASSIMP.replace(
+            "FileHash: sha256:0blq0zn4g9bsjc5r4c077m84cv4nr7a2rlvk245b7jid5db11vx5\n",
+            ""
+        )
+    );
+    assert_eq!(NarInfo::parse(&out).unwrap().file_hash, None);
+    // Only lines whose key is exactly the field: not values that mention it.
+    let decoy = with_line(ASSIMP, "URL", Some("X-Note: FileHash: x\nURL: nar/real"));
+    let out = NarInfo::without_field(&decoy, "FileHash");
+    assert!(out.contains("X-Note: FileHash: x\n"));
+    assert_eq!(NarInfo::without_field("", "URL"), "");
+}

@@ -35,6 +35,10 @@ label_enum! {
         Listing => "ls",
         Log => "log",
         Realisation => "realisation",
+        /// `build-trace-v2/<drv>/<output>.doi` (Nix 2.35+).
+        BuildTrace => "build-trace",
+        /// `debuginfo/<build id>`.
+        DebugInfo => "debuginfo",
         CacheInfo => "cache-info",
         /// `/`, `/health`, `/status`, `/status.json`, `/metrics`.
         Page => "page",
@@ -48,7 +52,13 @@ impl Route {
     pub fn is_object(self) -> bool {
         matches!(
             self,
-            Route::NarInfo | Route::Nar | Route::Listing | Route::Log | Route::Realisation
+            Route::NarInfo
+                | Route::Nar
+                | Route::Listing
+                | Route::Log
+                | Route::Realisation
+                | Route::BuildTrace
+                | Route::DebugInfo
         )
     }
 }

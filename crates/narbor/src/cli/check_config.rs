@@ -22,13 +22,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if settings.upstreams.is_empty() {
         println!("  upstreams     none (serving only what is stored)");
     } else {
-        println!("  upstreams     {}", settings.upstreams.join(" "));
+        let urls: Vec<String> = settings
+            .upstreams
+            .iter()
+            .map(|u| match u.credential {
+                Some(_) => format!("{} (with the URL's credentials)", u.url),
+                None => u.url.clone(),
+            })
+            .collect();
+        println!("  upstreams     {}", urls.join(" "));
     }
     println!("  priority      {}", settings.priority);
     if let Some(oci) = &settings.oci {
         println!(
-            "  oci           {oci} (index refreshed every {}s)",
-            settings.index_ttl.as_secs()
+            "  oci           {oci} (index refreshed every {}s, saved in {})",
+            settings.index_ttl.as_secs(),
+            settings.index_dir.display()
         );
     }
     println!("  narinfo-ttl   {}s", settings.narinfo_ttl.as_secs());

@@ -21,6 +21,11 @@ pub struct Args {
     /// Print the plan; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Finish a migration from nixcache-oci: move its `cache-index` entries into
+    /// narbor's index and delete that tag (nixcache-oci's proxy and publisher then
+    /// see an empty cache). Without it, gc keeps `cache-index` readable for them.
+    #[arg(long)]
+    migrate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -29,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         roots: args.root,
         retention: args.retention,
         dry_run: args.dry_run,
+        migrate: args.migrate,
     };
     let report = runtime()?.block_on(narbor_publish::gc(client.clone(), &opts))?;
     let plan = &report.plan;
@@ -44,6 +50,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         verb,
         plan.delete_blobs.len()
     );
+    match (plan.legacy_kept, plan.legacy_rewritten) {
+        (Some(n), true) => println!(
+            "nixcache-oci's cache-index: {verb} keep {n} entries, rewritten in its own format (--migrate moves them into narbor's index)"
+        ),
+        (Some(n), false) => println!(
+            "nixcache-oci's cache-index: {n} entries, left as they are (--migrate moves them into narbor's index)"
+        ),
+        (None, _) => {}
+    }
     for p in &plan.remove {
         println!("remove {}", p.to_absolute_path());
     }

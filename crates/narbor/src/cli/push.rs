@@ -87,12 +87,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .prefix("narbor-push-")
         .tempdir()
         .context("creating a temporary directory")?;
+    let roots = narbor_publish::root_paths(&paths)
+        .iter()
+        .map(|p| *p.hash())
+        .collect();
     let opts = PushOptions {
         key,
         compression,
         skip_upstreams,
         jobs,
         tmp_dir: tmp.path().to_owned(),
+        roots,
     };
     let reporter = Progress::new();
     let started = Instant::now();

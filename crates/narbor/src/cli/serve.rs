@@ -53,12 +53,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             super::oci::client(store)?,
             settings.index_ttl,
             settings.trusted_keys.clone(),
+            Some(settings.index_dir.clone()),
         )),
         None => None,
     };
     let refresher = oci_source.clone();
     let config = ServerConfig {
         upstreams: settings.upstreams,
+        credentials: settings.credentials,
         priority: settings.priority,
         narinfo_ttl: settings.narinfo_ttl,
         negative_ttl: settings.negative_ttl,

@@ -6,7 +6,9 @@
 //! test with a message naming it: nothing is skipped silently.
 
 mod config;
+mod double;
 mod hostile;
+mod interop;
 mod lan;
 mod layering;
 mod oci;

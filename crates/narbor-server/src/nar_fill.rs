@@ -1,0 +1,532 @@
+//! NAR fills: finding where a NAR's bytes are (the `--oci` registry, the
+//! upstream path of its name, or the URL an upstream narinfo gave, see
+//! `nar_source`), streaming them to disk and to every waiting client, and
+//! checking them before anyone gets the last byte (`verify`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use narbor_proto::{CacheUrl, NarInfo};
+use tokio::sync::watch;
+
+use crate::app::{FillError, FillReport, Server, DOCUMENT_LIMIT};
+use crate::fill::{FillState, Role};
+use crate::metrics::{FailReason, FillKind, FillOutcome};
+use crate::nar_source::{localize, NarSource};
+use crate::upstream::{shown_url, transport, Lookup, UpstreamError};
+use crate::verify::{Intake, IntakeError, NarCheck};
+
+/// How long narbor passes NARs through after the store refused one, before it
+/// tries storing again.
+const STORE_REFUSAL_BACKOFF: Duration = Duration::from_secs(5);
+/// Free space a NAR fill leaves for the index and other fills in flight.
+const STORE_HEADROOM: u64 = 4 << 20;
+
+/// How a NAR fill ended, when it did not fail.
+pub(crate) enum NarFilled {
+    Stored(Arc<std::fs::File>, u64),
+    NotFound,
+    /// The store refused it before any client saw a byte.
+    Bypass,
+}
+
+/// A NAR response being read, where it came from, and how to check it.
+pub(crate) struct OpenedNar {
+    /// The upstream (None: the `--oci` registry).
+    pub upstream: Option<usize>,
+    /// Who sent it, for messages (no credentials, no query string).
+    pub name: String,
+    pub resp: reqwest::Response,
+    pub check: NarCheck,
+}
+
+impl OpenedNar {
+    /// The response's `Content-Encoding`, if it has one.
+    pub fn content_encoding(&self) -> Option<String> {
+        self.resp
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    /// The body's intake (see [`Intake`]).
+    pub fn intake(&self, file_checked_elsewhere: bool) -> Result<Intake, FillError> {
+        Intake::new(
+            &self.check,
+            self.content_encoding().as_deref(),
+            self.resp.content_length(),
+            file_checked_elsewhere,
+        )
+        .map_err(|e| {
+            FillError::new(
+                FailReason::Integrity,
+                format!("{}: the bytes cannot be checked: {e}", self.name),
+            )
+        })
+    }
+}
+
+impl Server {
+    /// Joins the fill of a NAR, or starts one. `None` means the object has just
+    /// been stored by a fill that finished: read it from the store.
+    pub(crate) fn join_nar_fill(
+        self: &Arc<Self>,
+        url: &CacheUrl,
+        key: &str,
+    ) -> Option<(watch::Receiver<FillState>, bool)> {
+        if !self.store_accepting() {
+            self.metrics.count_bypass();
+            return Some((watch::channel(FillState::Bypass).1, false));
+        }
+        let store = Arc::clone(&self.store);
+        let role = self
+            .nar_fills
+            .join_or_lead(key, FillState::Connecting, || !store.contains(key))?;
+        Some(match role {
+            Role::Follower(rx) => {
+                self.metrics.count_coalesced(FillKind::Nar);
+                (rx, true)
+            }
+            Role::Leader(tx, guard) => {
+                let rx = tx.subscribe();
+                let server = Arc::clone(self);
+                let (url, key) = (url.clone(), key.to_owned());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let mut report = FillReport::default();
+                    let last = match server.fill_nar(&url, &key, &tx, &mut report).await {
+                        Ok(NarFilled::Bypass) => {
+                            report.result = Ok(FillOutcome::Bypassed);
+                            FillState::Bypass
+                        }
+                        Ok(NarFilled::Stored(reader, size)) => {
+                            report.result = Ok(FillOutcome::Stored);
+                            tracing::info!(
+                                %key, bytes = size, ms = started.elapsed().as_millis() as u64, "stored"
+                            );
+                            FillState::Done { reader, size }
+                        }
+                        Ok(NarFilled::NotFound) => {
+                            report.result = Ok(FillOutcome::NotFound);
+                            FillState::NotFound
+                        }
+                        Err(e) => {
+                            tracing::warn!(%key, "fill failed: {}", e.message);
+                            if let (Some(i), Some(kind)) = (report.upstream, e.upstream_kind()) {
+                                server.upstreams.record_late_error(i, kind, &e.message);
+                            }
+                            let failed = FillState::Failed(e.message.as_str().into());
+                            report.result = Err(e);
+                            failed
+                        }
+                    };
+                    // Counted, and out of the in-flight map, before any client
+                    // sees the end: a scrape after a response reflects its fill.
+                    server.record_fill(FillKind::Nar, &key, report, started);
+                    drop(guard);
+                    tx.send_replace(last);
+                });
+                (rx, false)
+            }
+        })
+    }
+
+    /// Streams a NAR into the store. The caller publishes the last state.
+    async fn fill_nar(
+        &self,
+        url: &CacheUrl,
+        key: &str,
+        tx: &watch::Sender<FillState>,
+        report: &mut FillReport,
+    ) -> Result<NarFilled, FillError> {
+        use FailReason::{Integrity, Internal, StoreError, TooLarge, Truncated};
+        let Some(opened) = self.open_nar(url, key).await? else {
+            self.remember_not_found(key);
+            return Ok(NarFilled::NotFound);
+        };
+        report.upstream = opened.upstream;
+        let mut intake = opened.intake(true)?;
+        let total = intake.file_len(&opened.check);
+        if let Err(why) = self.has_room(total) {
+            self.store_refused(&why);
+            return Ok(NarFilled::Bypass);
+        }
+        let store = Arc::clone(&self.store);
+        let key_owned = key.to_owned();
+        let begun = tokio::task::spawn_blocking(move || store.begin_blob(&key_owned))
+            .await
+            .map_err(|e| FillError::new(Internal, e.to_string()))?;
+        let mut writer = match begun {
+            Ok(w) => w,
+            Err(e) => {
+                // No client has seen a byte yet: they can all go direct.
+                self.store_refused(&e.to_string());
+                return Ok(NarFilled::Bypass);
+            }
+        };
+        let reader =
+            Arc::new(std::fs::File::open(writer.temp_path()).map_err(|e| {
+                FillError::new(StoreError, format!("cannot reopen temp file: {e}"))
+            })?);
+        tx.send_replace(FillState::Streaming {
+            reader: Arc::clone(&reader),
+            written: 0,
+            total,
+        });
+        let name = opened.name.clone();
+        let intake_error = |e: IntakeError| {
+            let reason = match e {
+                IntakeError::TooLarge(_) => TooLarge,
+                IntakeError::Truncated { .. } => Truncated,
+                IntakeError::Encoding(_) | IntakeError::Verify(_) => Integrity,
+            };
+            FillError::new(reason, format!("{name}: {e}"))
+        };
+        /// Why a chunk was not taken.
+        enum Step {
+            Intake(IntakeError),
+            Store(String),
+        }
+        let mut body = opened.resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| FillError::new(Truncated, transport(name.clone(), &e).to_string()))?;
+            report.bytes += chunk.len() as u64;
+            if let Some(upstream) = opened.upstream {
+                self.upstreams.add_fetched(upstream, chunk.len() as u64);
+            }
+            let step = tokio::task::block_in_place(|| {
+                let file = intake.take(chunk).map_err(Step::Intake)?;
+                writer
+                    .write_all(&file)
+                    .map_err(|e| Step::Store(e.to_string()))?;
+                Ok(writer.written())
+            });
+            let written = match step {
+                Ok(w) => w,
+                Err(Step::Intake(e)) => return Err(intake_error(e)),
+                Err(Step::Store(why)) => {
+                    self.store_refused(&why);
+                    return Err(FillError::new(StoreError, format!("cannot store: {why}")));
+                }
+            };
+            if total.is_some_and(|t| written > t) {
+                return Err(FillError::new(
+                    TooLarge,
+                    format!(
+                        "{name} sent more than the {} bytes it promised",
+                        total.unwrap_or(0)
+                    ),
+                ));
+            }
+            tx.send_modify(|s| {
+                if let FillState::Streaming { written: w, .. } = s {
+                    *w = written;
+                }
+            });
+        }
+        let rest = tokio::task::block_in_place(|| intake.finish()).map_err(intake_error)?;
+        if !rest.is_empty() {
+            if let Err(e) = writer.write_all(&rest) {
+                self.store_refused(&e.to_string());
+                return Err(FillError::new(StoreError, format!("cannot store: {e}")));
+            }
+        }
+        let size = writer.written();
+        if let Some(t) = total {
+            if size != t {
+                return Err(FillError::new(
+                    Truncated,
+                    format!("{name} promised {t} bytes and sent {size}"),
+                ));
+            }
+        }
+        // A file check is the store's (it hashes what it writes); a NAR
+        // check was done by the intake.
+        let expected = match opened.check {
+            NarCheck::File { hash, size: want } => Some((hash, want.unwrap_or(size))),
+            NarCheck::Nar { .. } => None,
+        };
+        let committed = tokio::task::spawn_blocking(move || writer.commit(expected))
+            .await
+            .map_err(|e| FillError::new(Internal, e.to_string()))?;
+        match committed {
+            Ok(()) => {}
+            Err(narbor_store::StoreError::Integrity { .. }) => {
+                return Err(FillError::new(
+                    Integrity,
+                    format!("{name} sent bytes that do not match the NAR's file hash"),
+                ))
+            }
+            Err(e) => {
+                self.store_refused(&e.to_string());
+                return Err(FillError::new(StoreError, format!("cannot store: {e}")));
+            }
+        }
+        Ok(NarFilled::Stored(reader, size))
+    }
+
+    /// Opens the NAR `url` names: from the `--oci` registry when its index
+    /// has it, else from the upstreams. `None`: nobody has it.
+    pub(crate) async fn open_nar(
+        &self,
+        url: &CacheUrl,
+        key: &str,
+    ) -> Result<Option<OpenedNar>, FillError> {
+        if let Some(opened) = self.nar_from_registry(key).await {
+            return Ok(Some(opened));
+        }
+        let lookup = match url {
+            CacheUrl::Nar { file_hash, .. } => match self.upstreams.get_stream(key).await {
+                Lookup::Found { upstream, value } => Lookup::Found {
+                    upstream,
+                    value: OpenedNar {
+                        upstream: Some(upstream),
+                        name: self.upstreams.bases()[upstream].clone(),
+                        resp: value,
+                        check: NarCheck::File {
+                            hash: *file_hash,
+                            size: None,
+                        },
+                    },
+                },
+                Lookup::NotFound => Lookup::NotFound,
+                Lookup::Failed(e) => Lookup::Failed(e),
+            },
+            CacheUrl::NarOfPath { .. } => self.open_from_source(url, key).await,
+            // Only an index can say what these name.
+            _ => Lookup::NotFound,
+        };
+        match lookup {
+            Lookup::Found { value, .. } => Ok(Some(value)),
+            Lookup::NotFound => Ok(None),
+            Lookup::Failed(e) => Err(FillError::upstream(&e)),
+        }
+    }
+
+    /// GETs a NAR narbor named itself from where its upstream's narinfo
+    /// says it is; once more with the narinfo fetched again when that
+    /// place no longer has it (a URL that expired, a remembered source
+    /// from before the upstream changed).
+    async fn open_from_source(&self, url: &CacheUrl, key: &str) -> Lookup<OpenedNar> {
+        let mut fresh = false;
+        loop {
+            let source = match self.sources.get(key) {
+                Some(s) if !fresh => s,
+                _ => {
+                    fresh = true;
+                    match self.find_source(url, key).await {
+                        Lookup::Found { value, .. } => value,
+                        Lookup::NotFound => return Lookup::NotFound,
+                        Lookup::Failed(e) => return Lookup::Failed(e),
+                    }
+                }
+            };
+            match self.upstreams.get_nar(source.upstream, &source.url).await {
+                Lookup::Found { upstream, value } => {
+                    return Lookup::Found {
+                        upstream,
+                        value: OpenedNar {
+                            upstream: Some(upstream),
+                            name: shown_url(&source.url),
+                            resp: value,
+                            check: source.check,
+                        },
+                    }
+                }
+                Lookup::NotFound if !fresh => {
+                    self.sources.forget(key);
+                    fresh = true;
+                }
+                other => {
+                    return match other {
+                        Lookup::Failed(e) => Lookup::Failed(e),
+                        _ => Lookup::NotFound,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where the NAR `url` (`nar/<store hash>-<NarHash>...`) is, from the
+    /// upstreams' narinfos for its store path, in order: the first whose
+    /// narinfo has that NarHash and localizes to this very name.
+    async fn find_source(&self, url: &CacheUrl, key: &str) -> Lookup<NarSource> {
+        let CacheUrl::NarOfPath {
+            store_hash,
+            nar_hash,
+            ..
+        } = url
+        else {
+            return Lookup::NotFound;
+        };
+        let path = format!("{store_hash}.narinfo");
+        let mut failure = None;
+        for index in 0..self.upstreams.bases().len() {
+            let body = match self
+                .upstreams
+                .get_document_from(index, &path, DOCUMENT_LIMIT)
+                .await
+            {
+                Lookup::Found { value, .. } => value,
+                Lookup::NotFound => continue,
+                Lookup::Failed(e) => {
+                    failure = Some(e);
+                    continue;
+                }
+            };
+            let base = &self.upstreams.bases()[index];
+            let found = std::str::from_utf8(&body)
+                .ok()
+                .and_then(|text| Some((text, NarInfo::parse(text).ok()?)))
+                .filter(|(_, info)| {
+                    info.store_path.hash() == store_hash
+                        && info.nar_hash == *nar_hash
+                        && (self.config.trusted_keys.is_empty()
+                            || info.verify(&self.config.trusted_keys))
+                })
+                .and_then(|(text, info)| localize(&info, text, index, base).ok())
+                .filter(|l| l.key == key)
+                .and_then(|l| l.source);
+            match found {
+                Some(source) => {
+                    self.sources.remember(key, source.clone());
+                    return Lookup::Found {
+                        upstream: index,
+                        value: source,
+                    };
+                }
+                None => {
+                    failure = Some(UpstreamError::Invalid {
+                        upstream: base.clone(),
+                        what: "narinfo",
+                        reason: format!("it does not name the NAR {key}"),
+                    })
+                }
+            }
+        }
+        match failure {
+            // An upstream that has the path but names another NAR does not
+            // have this one.
+            Some(UpstreamError::Invalid { .. }) | None => Lookup::NotFound,
+            Some(e) => Lookup::Failed(e),
+        }
+    }
+
+    /// Whether a NAR exists, and its length, without fetching it (HEAD).
+    pub(crate) async fn head_nar(&self, url: &CacheUrl, key: &str) -> Lookup<Option<u64>> {
+        match url {
+            CacheUrl::Nar { .. } => self.upstreams.head(key).await,
+            CacheUrl::NarOfPath { .. } => {
+                let source = match self.sources.get(key) {
+                    Some(s) => s,
+                    None => match self.find_source(url, key).await {
+                        Lookup::Found { value, .. } => value,
+                        Lookup::NotFound => return Lookup::NotFound,
+                        Lookup::Failed(e) => return Lookup::Failed(e),
+                    },
+                };
+                if let Some(len) = source.check.file_size() {
+                    return Lookup::Found {
+                        upstream: source.upstream,
+                        value: Some(len),
+                    };
+                }
+                self.upstreams.head_url(source.upstream, &source.url).await
+            }
+            _ => Lookup::NotFound,
+        }
+    }
+
+    /// The NAR's blob from the `--oci` registry, when the index names one and
+    /// the registry serves it (otherwise the upstreams are asked).
+    async fn nar_from_registry(&self, key: &str) -> Option<OpenedNar> {
+        let oci = self.config.oci.as_ref()?;
+        let blob = oci.index().nar_blob(key)?;
+        match oci.client().get_blob(&blob.digest, None).await {
+            Ok(resp) => Some(OpenedNar {
+                upstream: None,
+                name: "the OCI registry".to_owned(),
+                resp,
+                check: NarCheck::File {
+                    hash: blob.digest.0,
+                    size: blob.size,
+                },
+            }),
+            Err(e) => {
+                tracing::warn!(%key, "the OCI registry did not serve the blob, asking upstreams: {e}");
+                None
+            }
+        }
+    }
+
+    /// The narinfo for `hash` from the `--oci` index, if it has one.
+    pub(crate) fn narinfo_from_index(
+        &self,
+        hash: &narbor_proto::StorePathHash,
+    ) -> Option<bytes::Bytes> {
+        let oci = self.config.oci.as_ref()?;
+        let index = oci.index();
+        let entry = index.get(hash)?;
+        Some(bytes::Bytes::from(entry.served_narinfo().into_owned()))
+    }
+
+    /// A NAR's size from the `--oci` index, if it names the NAR (for HEAD).
+    pub(crate) fn nar_in_index(&self, key: &str) -> Option<Option<u64>> {
+        self.index_blob(key).map(|b| b.size)
+    }
+
+    /// The blob the `--oci` index has under a NAR URL, if any.
+    pub(crate) fn index_blob(&self, key: &str) -> Option<narbor_oci::BlobRef> {
+        self.config.oci.as_ref()?.index().nar_blob(key)
+    }
+
+    /// Whether the store takes NARs now (it has not refused one lately).
+    pub(crate) fn store_accepting(&self) -> bool {
+        let mut until = self
+            .store_refusing_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *until {
+            Some(t) if t > Instant::now() => false,
+            Some(_) => {
+                *until = None;
+                tracing::info!("trying to store NARs again");
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The store refused a NAR: pass NARs through unstored for a while.
+    fn store_refused(&self, why: &str) {
+        let mut until = self
+            .store_refusing_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if until.is_none() {
+            tracing::warn!(
+                "the store refused a NAR ({why}): passing NARs through without storing for {}s",
+                STORE_REFUSAL_BACKOFF.as_secs()
+            );
+        }
+        *until = Some(Instant::now() + STORE_REFUSAL_BACKOFF);
+    }
+
+    /// Whether the disk under the store has room for an object of `len` bytes
+    /// (unknown: the headroom alone), checked before a fill writes anything.
+    fn has_room(&self, len: Option<u64>) -> Result<(), String> {
+        let stat =
+            rustix::fs::statvfs(self.store.tmp_dir()).map_err(|e| format!("statvfs: {e}"))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let needed = len.unwrap_or(0).saturating_add(STORE_HEADROOM);
+        if free < needed {
+            return Err(format!(
+                "{free} bytes free on the cache's disk, {needed} needed"
+            ));
+        }
+        Ok(())
+    }
+}
