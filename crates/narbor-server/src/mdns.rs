@@ -1,6 +1,13 @@
-//! LAN mode's mDNS/DNS-SD: advertising a running cache as an `_http._tcp`
-//! service (TXT `path=/`, `nix-cache=1`, as Avahi and Bonjour expect), and
-//! browsing the LAN for such caches.
+//! LAN mode's mDNS/DNS-SD: advertising a running cache, and browsing the LAN
+//! for caches. A cache is advertised under two service types:
+//!
+//! - `_http._tcp` with TXT `path=/` and `nix-cache=1`, as Avahi and Bonjour
+//!   expect of a web service;
+//! - `_nix_binary_cache._tcp`, the type nix-cache-beacon
+//!   (github adisbladis/nix-cache-beacon) advertises and browses: a cache at
+//!   the root of `http://HOST:PORT` (no TXT needed), so only for plain HTTP.
+//!
+//! Browsing finds `_http._tcp` services whose TXT says `nix-cache=1`.
 //!
 //! It speaks mDNS itself (the `mdns-sd` crate, its own thread): no Avahi or
 //! D-Bus needed. It owns which addresses and port to advertise, the instance
@@ -8,15 +15,69 @@
 //! not own printing or writing `nix.conf` (the binary does).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
 
-/// The DNS-SD service type narbor advertises and browses.
-pub const SERVICE_TYPE: &str = "_http._tcp.local.";
 /// The TXT key (with value `1`) that marks an `_http._tcp` service as a Nix cache.
 pub const NIX_CACHE_KEY: &str = "nix-cache";
+
+/// The DNS-SD service types a Nix cache is advertised and found under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ServiceKind {
+    /// `_http._tcp`, a Nix cache only with TXT `nix-cache=1`; TXT `path` gives
+    /// the cache's path. narbor's own type.
+    Http,
+    /// `_nix_binary_cache._tcp`, nix-cache-beacon's type: every such service is
+    /// a Nix cache, served over plain HTTP at the root of the SRV host and port.
+    /// The beacon advertises no TXT record.
+    NixBinaryCache,
+}
+
+impl ServiceKind {
+    /// Both, in the order a merged entry lists them.
+    pub const ALL: [ServiceKind; 2] = [ServiceKind::Http, ServiceKind::NixBinaryCache];
+
+    /// The type with its domain, as mDNS names it: `_http._tcp.local.`.
+    pub fn service_type(self) -> &'static str {
+        match self {
+            ServiceKind::Http => "_http._tcp.local.",
+            ServiceKind::NixBinaryCache => "_nix_binary_cache._tcp.local.",
+        }
+    }
+
+    /// The type as people write it: `_http._tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Http => "_http._tcp",
+            ServiceKind::NixBinaryCache => "_nix_binary_cache._tcp",
+        }
+    }
+
+    /// The TXT records narbor advertises with this type.
+    fn properties(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ServiceKind::Http => &[("path", "/"), (NIX_CACHE_KEY, "1")],
+            // The beacon neither sends nor reads TXT; `path` says the same as
+            // its rule (the root) to anyone who does read it.
+            ServiceKind::NixBinaryCache => &[("path", "/")],
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The longest service name (the type's first label without its `_`) that
+/// mdns-sd registers. Its default is RFC 6763 section 7.2's 15 bytes, and
+/// `nix_binary_cache` has 16: with the default, `register` returns `Ok` and
+/// the daemon drops the service, saying so only in its log.
+const SERVICE_NAME_LEN_MAX: u8 = 16;
 
 /// Why mDNS could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +96,11 @@ pub enum MdnsError {
     Mdns(#[from] mdns_sd::Error),
 }
 
-/// A registered service; [`Advertisement::withdraw`] says goodbye.
+/// The registered services; [`Advertisement::withdraw`] says goodbye.
 pub struct Advertisement {
     daemon: ServiceDaemon,
-    fullname: String,
+    /// The services registered: their type and full name.
+    registered: Vec<(ServiceKind, String)>,
     /// The instance name, e.g. `narbor on box`.
     pub instance: String,
     /// The mDNS host name, e.g. `box.local.`.
@@ -50,13 +112,16 @@ pub struct Advertisement {
     pub addrs: Vec<IpAddr>,
 }
 
-/// Advertises a cache listening on `bound` (the listeners' actual addresses).
+/// Advertises a cache listening on `bound` (the listeners' actual addresses)
+/// as `_http._tcp` and, when it speaks plain HTTP (`plain_http`), as
+/// `_nix_binary_cache._tcp` too: nix-cache-beacon's clients always use
+/// `http://`.
 ///
 /// The port is the first non-loopback listener's. Unspecified addresses
 /// (`0.0.0.0`, `[::]`) advertise the machine's interface addresses (IPv4 only
 /// when only `0.0.0.0` is bound), others exactly themselves. Loopback is
 /// never advertised.
-pub fn advertise(bound: &[SocketAddr]) -> Result<Advertisement, MdnsError> {
+pub fn advertise(bound: &[SocketAddr], plain_http: bool) -> Result<Advertisement, MdnsError> {
     let reachable: Vec<&SocketAddr> = bound.iter().filter(|a| !a.ip().is_loopback()).collect();
     let Some(first) = reachable.first() else {
         let list: Vec<String> = bound.iter().map(ToString::to_string).collect();
@@ -75,29 +140,43 @@ pub fn advertise(bound: &[SocketAddr]) -> Result<Advertisement, MdnsError> {
     let label = host_label();
     let instance = format!("narbor on {label}");
     let host = format!("{label}.local.");
-    let properties = [("path", "/"), (NIX_CACHE_KEY, "1")];
-    let mut info = ServiceInfo::new(
-        SERVICE_TYPE,
-        &instance,
-        &host,
-        addrs.as_slice(),
-        port,
-        &properties[..],
-    )?;
-    if addrs.is_empty() {
-        info = info.enable_addr_auto();
-        if !any_v6 {
-            // A `0.0.0.0` listener does not accept IPv6 connections.
-            info.set_interfaces(vec![IfKind::IPv4]);
+    let kinds = ServiceKind::ALL
+        .into_iter()
+        .filter(|kind| plain_http || *kind != ServiceKind::NixBinaryCache);
+    let mut infos = Vec::new();
+    for kind in kinds {
+        let mut info = ServiceInfo::new(
+            kind.service_type(),
+            &instance,
+            &host,
+            addrs.as_slice(),
+            port,
+            kind.properties(),
+        )?;
+        if addrs.is_empty() {
+            info = info.enable_addr_auto();
+            if !any_v6 {
+                // A `0.0.0.0` listener does not accept IPv6 connections.
+                info.set_interfaces(vec![IfKind::IPv4]);
+            }
         }
+        infos.push((kind, info));
     }
-    let fullname = info.get_fullname().to_owned();
+    let registered = infos
+        .iter()
+        .map(|(kind, info)| (*kind, info.get_fullname().to_owned()))
+        .collect();
     let daemon = ServiceDaemon::new()?;
     daemon.disable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])?;
-    daemon.register(info)?;
+    // Commands reach the daemon's thread in order: the limit is in place
+    // before the services are registered.
+    daemon.set_service_name_len_max(SERVICE_NAME_LEN_MAX)?;
+    for (_, info) in infos {
+        daemon.register(info)?;
+    }
     Ok(Advertisement {
         daemon,
-        fullname,
+        registered,
         instance,
         host,
         port,
@@ -106,19 +185,39 @@ pub fn advertise(bound: &[SocketAddr]) -> Result<Advertisement, MdnsError> {
 }
 
 impl Advertisement {
-    /// Unregisters the service (goodbye packets, so browsers forget it at once)
-    /// and stops the mDNS thread. Blocks for at most about `timeout`.
+    /// The service types advertised.
+    pub fn kinds(&self) -> impl Iterator<Item = ServiceKind> + '_ {
+        self.registered.iter().map(|(kind, _)| *kind)
+    }
+
+    /// Unregisters every service (goodbye packets, so browsers forget them at
+    /// once) and stops the mDNS thread. Blocks for at most about `timeout`.
     pub fn withdraw(self, timeout: Duration) {
-        match self.daemon.unregister(&self.fullname) {
-            Ok(rx) => match rx.recv_timeout(timeout) {
-                Ok(UnregisterStatus::OK) => tracing::info!("mDNS: withdrew {}", self.instance),
-                Ok(status) => tracing::warn!("mDNS: withdrawing {}: {status:?}", self.instance),
-                Err(e) => tracing::warn!("mDNS: no goodbye sent for {}: {e}", self.instance),
-            },
-            Err(e) => tracing::warn!("mDNS: withdrawing {}: {e}", self.instance),
+        let deadline = Instant::now() + timeout;
+        // Both goodbyes are asked for before waiting for either.
+        let pending: Vec<_> = self
+            .registered
+            .iter()
+            .map(|(kind, fullname)| (kind, self.daemon.unregister(fullname)))
+            .collect();
+        for (kind, unregistering) in pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let instance = &self.instance;
+            match unregistering {
+                Ok(rx) => match rx.recv_timeout(left) {
+                    Ok(UnregisterStatus::OK) => {
+                        tracing::info!("mDNS: withdrew {instance} ({kind})");
+                    }
+                    Ok(status) => {
+                        tracing::warn!("mDNS: withdrawing {instance} ({kind}): {status:?}")
+                    }
+                    Err(e) => tracing::warn!("mDNS: no goodbye sent for {instance} ({kind}): {e}"),
+                },
+                Err(e) => tracing::warn!("mDNS: withdrawing {instance} ({kind}): {e}"),
+            }
         }
         if let Ok(rx) = self.daemon.shutdown() {
-            let _ = rx.recv_timeout(timeout);
+            let _ = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         }
     }
 }
@@ -139,7 +238,7 @@ pub struct FoundCache {
 pub fn discover(timeout: Duration) -> Result<Vec<FoundCache>, MdnsError> {
     check_interfaces()?;
     let daemon = ServiceDaemon::new()?;
-    let events = daemon.browse(SERVICE_TYPE)?;
+    let events = daemon.browse(ServiceKind::Http.service_type())?;
     let deadline = Instant::now() + timeout;
     let mut found = BTreeMap::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -172,7 +271,7 @@ pub fn discover(timeout: Duration) -> Result<Vec<FoundCache>, MdnsError> {
             _ => {}
         }
     }
-    let _ = daemon.stop_browse(SERVICE_TYPE);
+    let _ = daemon.stop_browse(ServiceKind::Http.service_type());
     if let Ok(rx) = daemon.shutdown() {
         let _ = rx.recv_timeout(Duration::from_secs(1));
     }
@@ -217,7 +316,7 @@ fn url_path(path: &str) -> String {
 /// `narbor on box._http._tcp.local.` → `narbor on box`.
 fn instance_name(fullname: &str) -> String {
     let name = fullname
-        .strip_suffix(SERVICE_TYPE)
+        .strip_suffix(ServiceKind::Http.service_type())
         .map(|n| n.trim_end_matches('.'))
         .unwrap_or(fullname);
     name.replace("\\.", ".").replace("\\\\", "\\")
@@ -315,9 +414,22 @@ mod tests {
 
     #[test]
     fn loopback_only_is_refused_before_any_mdns() {
-        let err = advertise(&["127.0.0.1:80".parse().unwrap(), "[::1]:80".parse().unwrap()])
-            .err()
-            .unwrap();
+        let loopback = ["127.0.0.1:80".parse().unwrap(), "[::1]:80".parse().unwrap()];
+        let err = advertise(&loopback, true).err().unwrap();
         assert!(matches!(err, MdnsError::LoopbackOnly(_)), "{err}");
+    }
+
+    #[test]
+    fn the_name_length_limit_is_the_longest_type_s() {
+        let longest = ServiceKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let ty = kind.service_type();
+                assert_eq!(kind.name(), ty.strip_suffix(".local.").unwrap());
+                // `_nix_binary_cache._tcp.local.` → `nix_binary_cache`.
+                ty.strip_suffix("._tcp.local.").unwrap().len() - 1
+            })
+            .max();
+        assert_eq!(longest, Some(usize::from(SERVICE_NAME_LEN_MAX)));
     }
 }

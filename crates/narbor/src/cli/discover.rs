@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use narbor_server::mdns::{self, FoundCache};
+use narbor_server::mdns::{self, FoundCache, ServiceKind};
 
 use super::units::parse_duration;
 
@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!(
             "no Nix cache found on the LAN within {} (looked for {} services with TXT {}=1)",
             args.timeout,
-            mdns::SERVICE_TYPE,
+            ServiceKind::Http.service_type(),
             mdns::NIX_CACHE_KEY
         );
     }
