@@ -7,19 +7,23 @@
 //!   (github adisbladis/nix-cache-beacon) advertises and browses: a cache at
 //!   the root of `http://HOST:PORT` (no TXT needed), so only for plain HTTP.
 //!
-//! Browsing finds `_http._tcp` services whose TXT says `nix-cache=1`.
+//! Browsing finds both: `_http._tcp` services whose TXT says `nix-cache=1`,
+//! and every `_nix_binary_cache._tcp` service, one entry per URL.
 //!
 //! It speaks mDNS itself (the `mdns-sd` crate, its own thread): no Avahi or
 //! D-Bus needed. It owns which addresses and port to advertise, the instance
 //! and host names, and turning a found service into a substituter URL; it does
 //! not own printing or writing `nix.conf` (the binary does).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus};
+use mdns_sd::{
+    IfKind, Receiver, RecvTimeoutError, ServiceDaemon, ServiceEvent, ServiceInfo, UnregisterStatus,
+};
 
 /// The TXT key (with value `1`) that marks an `_http._tcp` service as a Nix cache.
 pub const NIX_CACHE_KEY: &str = "nix-cache";
@@ -225,45 +229,57 @@ impl Advertisement {
 /// A Nix cache found on the LAN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundCache {
-    /// The DNS-SD instance name, e.g. `narbor on box`.
+    /// The DNS-SD instance name, e.g. `narbor on box` (nix-cache-beacon's is
+    /// a random UUID).
     pub instance: String,
     /// The mDNS host name, e.g. `box.local.`.
     pub host: String,
     /// The substituter URL, e.g. `http://192.168.1.10:80/`.
     pub url: String,
+    /// The service types it was found under, in [`ServiceKind::ALL`]'s order.
+    pub kinds: Vec<ServiceKind>,
 }
 
 /// Browses for `timeout` and returns every `_http._tcp` service whose TXT
-/// says `nix-cache=1`, sorted by instance name. Blocks for `timeout`.
+/// says `nix-cache=1` and every `_nix_binary_cache._tcp` service, one entry
+/// per URL (narbor in LAN mode is found under both types), sorted by instance
+/// name. Blocks for `timeout`.
 pub fn discover(timeout: Duration) -> Result<Vec<FoundCache>, MdnsError> {
     check_interfaces()?;
     let daemon = ServiceDaemon::new()?;
-    let events = daemon.browse(ServiceKind::Http.service_type())?;
+    let mut browsers = Vec::new();
+    for kind in ServiceKind::ALL {
+        browsers.push((kind, daemon.browse(kind.service_type())?));
+    }
     let deadline = Instant::now() + timeout;
+    // By full name, which includes the type.
     let mut found = BTreeMap::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Ok(event) = events.recv_timeout(left) else {
-            break;
-        };
+    while let Some((kind, event)) = next_event(&browsers, deadline) {
         match event {
             ServiceEvent::ServiceResolved(service) => {
-                if service.get_property_val_str(NIX_CACHE_KEY) != Some("1") {
-                    continue;
-                }
-                let ips = service.get_addresses().iter().map(|a| a.to_ip_addr());
-                let Some(base) = url_base(ips, service.get_hostname(), service.get_port()) else {
-                    continue;
-                };
-                let path = service.get_property_val_str("path").unwrap_or("/");
                 let fullname = service.get_fullname().to_owned();
-                found.insert(
-                    fullname.clone(),
-                    FoundCache {
-                        instance: instance_name(&fullname),
-                        host: service.get_hostname().to_owned(),
-                        url: format!("{base}{}", url_path(path)),
-                    },
-                );
+                let is_cache = match kind {
+                    ServiceKind::Http => service.get_property_val_str(NIX_CACHE_KEY) == Some("1"),
+                    ServiceKind::NixBinaryCache => true,
+                };
+                let ips = service.get_addresses().iter().map(|a| a.to_ip_addr());
+                let base = service_base(kind, ips, service.get_hostname(), service.get_port());
+                match base.filter(|_| is_cache) {
+                    Some(base) => {
+                        let path = service.get_property_val_str("path").unwrap_or("/");
+                        let cache = FoundCache {
+                            instance: instance_name(&fullname, kind),
+                            host: service.get_hostname().to_owned(),
+                            url: format!("{base}{}", url_path(path)),
+                            kinds: vec![kind],
+                        };
+                        found.insert(fullname, cache);
+                    }
+                    // Updated records that no longer make it a cache.
+                    None => {
+                        found.remove(&fullname);
+                    }
+                }
             }
             ServiceEvent::ServiceRemoved(_, fullname) => {
                 found.remove(&fullname);
@@ -271,13 +287,87 @@ pub fn discover(timeout: Duration) -> Result<Vec<FoundCache>, MdnsError> {
             _ => {}
         }
     }
-    let _ = daemon.stop_browse(ServiceKind::Http.service_type());
+    for kind in ServiceKind::ALL {
+        let _ = daemon.stop_browse(kind.service_type());
+    }
     if let Ok(rx) = daemon.shutdown() {
         let _ = rx.recv_timeout(Duration::from_secs(1));
     }
-    let mut caches: Vec<FoundCache> = found.into_values().collect();
+    Ok(merge_by_url(found.into_values()))
+}
+
+/// How long [`next_event`] waits on one channel before asking the others.
+const POLL_SLICE: Duration = Duration::from_millis(50);
+
+/// The next event of any browser, or `None` at `deadline` (or if the daemon
+/// is gone). mdns-sd's channels cannot be waited on together (its `flume`
+/// is built without `select`), so each is asked in turn, and the first is
+/// waited on for at most [`POLL_SLICE`] at a time.
+fn next_event(
+    browsers: &[(ServiceKind, Receiver<ServiceEvent>)],
+    deadline: Instant,
+) -> Option<(ServiceKind, ServiceEvent)> {
+    loop {
+        for (kind, events) in browsers {
+            if let Ok(event) = events.try_recv() {
+                return Some((*kind, event));
+            }
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let (kind, events) = browsers.first()?;
+        match events.recv_timeout(left.min(POLL_SLICE)) {
+            Ok(event) => return Some((*kind, event)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
+/// One entry per URL, keeping the `_http._tcp` entry's names (a beacon's
+/// instance is a random UUID) and every kind; sorted by instance, then URL.
+fn merge_by_url(found: impl IntoIterator<Item = FoundCache>) -> Vec<FoundCache> {
+    let mut found: Vec<FoundCache> = found.into_iter().collect();
+    found.sort_by(|a, b| a.kinds.cmp(&b.kinds));
+    let mut by_url: BTreeMap<String, FoundCache> = BTreeMap::new();
+    for cache in found {
+        match by_url.entry(cache.url.clone()) {
+            Entry::Vacant(entry) => {
+                entry.insert(cache);
+            }
+            Entry::Occupied(mut entry) => {
+                let kinds = &mut entry.get_mut().kinds;
+                kinds.extend(cache.kinds);
+                kinds.sort();
+                kinds.dedup();
+            }
+        }
+    }
+    let mut caches: Vec<FoundCache> = by_url.into_values().collect();
     caches.sort_by(|a, b| a.instance.cmp(&b.instance).then(a.url.cmp(&b.url)));
-    Ok(caches)
+    caches
+}
+
+/// `http://HOST:PORT` for a service. A `_nix_binary_cache._tcp` service whose
+/// SRV host is not an mDNS name (`.local.`) names the host its web server
+/// expects (nix-cache-beacon's `--hostname`, for virtual-host routing): the
+/// URL keeps that name, as the beacon's own client does. Otherwise
+/// [`url_base`] picks an address, which needs no nss-mdns.
+fn service_base(
+    kind: ServiceKind,
+    ips: impl Iterator<Item = IpAddr>,
+    host: &str,
+    port: u16,
+) -> Option<String> {
+    let name = host.trim_end_matches('.');
+    let is_mdns_name = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.eq_ignore_ascii_case("local"));
+    if kind == ServiceKind::NixBinaryCache && !name.is_empty() && !is_mdns_name {
+        Some(format!("http://{name}:{port}"))
+    } else {
+        url_base(ips, host, port)
+    }
 }
 
 /// `http://ADDR:PORT`: an IPv4 address if there is one (lowest first), else a
@@ -313,10 +403,11 @@ fn url_path(path: &str) -> String {
     }
 }
 
-/// `narbor on box._http._tcp.local.` → `narbor on box`.
-fn instance_name(fullname: &str) -> String {
+/// `narbor on box._http._tcp.local.` → `narbor on box`: the instance part of
+/// a full name of `kind`, unescaped.
+fn instance_name(fullname: &str, kind: ServiceKind) -> String {
     let name = fullname
-        .strip_suffix(ServiceKind::Http.service_type())
+        .strip_suffix(kind.service_type())
         .map(|n| n.trim_end_matches('.'))
         .unwrap_or(fullname);
     name.replace("\\.", ".").replace("\\\\", "\\")
@@ -403,10 +494,20 @@ mod tests {
         assert_eq!(url_path(""), "/");
         assert_eq!(url_path("/cache"), "/cache/");
         assert_eq!(
-            instance_name("narbor on box._http._tcp.local."),
+            instance_name("narbor on box._http._tcp.local.", ServiceKind::Http),
             "narbor on box"
         );
-        assert_eq!(instance_name("a\\.b._http._tcp.local."), "a.b");
+        assert_eq!(
+            instance_name("a\\.b._http._tcp.local.", ServiceKind::Http),
+            "a.b"
+        );
+        assert_eq!(
+            instance_name(
+                "0c0f7a3e-5c4b-4c9e-9a8d-2f1e6b7d9c10._nix_binary_cache._tcp.local.",
+                ServiceKind::NixBinaryCache
+            ),
+            "0c0f7a3e-5c4b-4c9e-9a8d-2f1e6b7d9c10"
+        );
         assert_eq!(label_of("box.example.org"), "box");
         assert_eq!(label_of("my_laptop"), "my-laptop");
         assert_eq!(label_of(""), "narbor");
@@ -417,6 +518,67 @@ mod tests {
         let loopback = ["127.0.0.1:80".parse().unwrap(), "[::1]:80".parse().unwrap()];
         let err = advertise(&loopback, true).err().unwrap();
         assert!(matches!(err, MdnsError::LoopbackOnly(_)), "{err}");
+    }
+
+    #[test]
+    fn beacon_services_with_a_non_mdns_host_keep_its_name() {
+        let ips = || ["10.0.0.2".parse::<IpAddr>().unwrap()].into_iter();
+        let beacon = ServiceKind::NixBinaryCache;
+        assert_eq!(
+            service_base(beacon, ips(), "cache.example.org.", 5000).unwrap(),
+            "http://cache.example.org:5000"
+        );
+        assert_eq!(
+            service_base(beacon, ips(), "box.local.", 5000).unwrap(),
+            "http://10.0.0.2:5000"
+        );
+        assert_eq!(
+            service_base(beacon, ips(), "BOX.LOCAL", 5000).unwrap(),
+            "http://10.0.0.2:5000"
+        );
+        assert_eq!(
+            service_base(ServiceKind::Http, ips(), "cache.example.org.", 80).unwrap(),
+            "http://10.0.0.2:80",
+            "_http._tcp keeps the address"
+        );
+    }
+
+    #[test]
+    fn one_entry_per_url_with_the_http_names_and_both_kinds() {
+        let cache = |instance: &str, url: &str, kind| FoundCache {
+            instance: instance.to_owned(),
+            host: format!("{instance}.local."),
+            url: url.to_owned(),
+            kinds: vec![kind],
+        };
+        let merged = merge_by_url([
+            cache("a-uuid", "http://10.0.0.2:80/", ServiceKind::NixBinaryCache),
+            cache("narbor on box", "http://10.0.0.2:80/", ServiceKind::Http),
+            cache(
+                "b-uuid",
+                "http://10.0.0.3:5000/",
+                ServiceKind::NixBinaryCache,
+            ),
+        ]);
+        let brief: Vec<(&str, &str, &[ServiceKind])> = merged
+            .iter()
+            .map(|c| (c.instance.as_str(), c.url.as_str(), c.kinds.as_slice()))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (
+                    "b-uuid",
+                    "http://10.0.0.3:5000/",
+                    &[ServiceKind::NixBinaryCache][..]
+                ),
+                (
+                    "narbor on box",
+                    "http://10.0.0.2:80/",
+                    &[ServiceKind::Http, ServiceKind::NixBinaryCache][..]
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! LAN mode end to end: `narbor serve --lan` advertises itself over mDNS as
 //! `_http._tcp` and `_nix_binary_cache._tcp`, and both Avahi (the real
-//! `avahi-daemon` + `avahi-browse`) and `narbor discover` find it.
+//! `avahi-daemon` + `avahi-browse`) and `narbor discover` find it; `narbor
+//! discover` also finds a cache published the way nix-cache-beacon does it
+//! (the real `avahi-publish` stands in for the beacon).
 //!
 //! Everything runs inside network namespaces this test creates (two joined by
 //! a veth pair, addresses 10.213.X.0/24 that exist nowhere else): no packet,
@@ -10,7 +12,8 @@
 //! namespace `ip netns exec` makes), so runs never collide. A [`Lab`] guard
 //! kills every process and deletes the namespaces even when a test fails.
 //! Needs root (the suite runs as root) and `ip`, `avahi-daemon`,
-//! `avahi-browse`, `dbus-daemon`, `curl` (scripts/test.sh installs them).
+//! `avahi-browse`, `avahi-publish`, `dbus-daemon`, `curl` (scripts/test.sh
+//! installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,6 +106,10 @@ impl Lab {
 
     fn addr_a(&self) -> String {
         format!("10.213.{}.1", self.subnet)
+    }
+
+    fn addr_b(&self) -> String {
+        format!("10.213.{}.2", self.subnet)
     }
 
     /// `program args...` inside namespace `i`.
@@ -440,9 +447,11 @@ fn lan_cache_is_seen_by_avahi_and_narbor_discover_and_says_goodbye() {
     assert_eq!(resolved[7], lab.addr_a(), "{resolved:?}");
     assert_eq!(resolved[8], "8123", "{resolved:?}");
 
-    // narbor discover, also in the other namespace, finds it and says how to use it.
+    // narbor discover, also in the other namespace, finds it and says how to
+    // use it: found under both types, listed once.
     let text = lab.discover_only(1, &url);
-    assert!(text.contains(&instance), "{text}");
+    let heading = format!("{instance} ({}.; {HTTP}, {BEACON})\n", expected_host());
+    assert_eq!(text.matches(&heading).count(), 1, "{text}");
 
     // SIGTERM: narbor withdraws both services (goodbye packets) and exits 0;
     // Avahi forgets them at once instead of keeping them for the records' TTL.
@@ -489,6 +498,46 @@ fn lan_cache_is_seen_by_avahi_and_narbor_discover_and_says_goodbye() {
             "without goodbye packets Avahi should still list the {service_type} service"
         );
     }
+}
+
+/// A cache advertised the way nix-cache-beacon advertises one
+/// (github adisbladis/nix-cache-beacon, cmd/nix-cache-beacon/advert.go at
+/// 7608879b33a6f5d9e17c0698154069c8d69f862e): type `_nix_binary_cache._tcp`,
+/// a fresh random UUIDv4 as the instance name, the SRV host `<hostname>.local`
+/// with its addresses, the cache's port, and no TXT record. The beacon only
+/// advertises; the cache is another server (here a plain `narbor serve`).
+/// The real `avahi-publish` makes the records (the beacon itself needs a newer
+/// Go than Debian has).
+#[test]
+fn discover_finds_a_beacon_style_service_without_txt() {
+    let mut lab = Lab::pair('b', 4, false);
+    let url = format!("http://{}:5123/", lab.addr_b());
+    let listen = format!("{}:5123", lab.addr_b());
+    lab.start_serve("narbor", 1, &["--listen", &listen], &url);
+    lab.start_avahi("narbor-test-beacon", true);
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    let uuid = uuid.trim();
+    let mut publish = lab.cmd(1, "avahi-publish");
+    publish.args(["-s", uuid, BEACON, "5123"]);
+    lab.spawn("avahi-publish", publish);
+    lab.wait_until("avahi-publish to establish the service", || {
+        lab.log("avahi-publish")
+            .contains("Established under name")
+            .then_some(())
+    });
+    // The record shape, as Avahi itself resolves it: no TXT, the SRV host
+    // `<hostname>.local`.
+    let resolved = lab.avahi_resolved(BEACON, uuid);
+    assert_eq!(resolved[6], "narbor-test-beacon.local", "{resolved:?}");
+    assert_eq!(resolved[7], lab.addr_b(), "{resolved:?}");
+    assert_eq!(resolved[8], "5123", "{resolved:?}");
+    assert_eq!(resolved[9], "", "no TXT: {resolved:?}");
+
+    let text = lab.discover_only(0, &url);
+    assert!(
+        text.contains(&format!("{uuid} (narbor-test-beacon.local.; {BEACON})\n")),
+        "{text}"
+    );
 }
 
 /// nix-cache-beacon's clients speak only plain HTTP: LAN mode over HTTPS is
