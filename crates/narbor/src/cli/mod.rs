@@ -42,8 +42,9 @@ enum Command {
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
     Serve(Box<serve::Args>),
-    /// Find Nix caches on the LAN (`narbor serve --lan`, or any `_http._tcp`
-    /// service with TXT `nix-cache=1`) and print how to use them.
+    /// Find Nix caches on the LAN (`narbor serve --lan`, any `_http._tcp`
+    /// service with TXT `nix-cache=1`, any `_nix_binary_cache._tcp` service as
+    /// nix-cache-beacon advertises) and print how to use them.
     Discover(discover::Args),
     /// Push store paths and their closure into an OCI registry cache.
     Push(push::Args),

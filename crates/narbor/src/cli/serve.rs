@@ -88,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|(addr, e)| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let advertisement = if lan {
-            Some(advertise(&listeners)?)
+            Some(advertise(&listeners, tls.is_none())?)
         } else {
             None
         };
@@ -136,25 +136,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// LAN mode: advertises the listeners over mDNS.
+/// LAN mode: advertises the listeners over mDNS (`plain_http`: they speak
+/// HTTP, not HTTPS).
 fn advertise(
     listeners: &[tokio::net::TcpListener],
+    plain_http: bool,
 ) -> anyhow::Result<narbor_server::mdns::Advertisement> {
     let bound = listeners
         .iter()
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()
         .context("reading the listen addresses")?;
-    let ad =
-        narbor_server::mdns::advertise(&bound).context("LAN mode cannot advertise the cache")?;
+    let ad = narbor_server::mdns::advertise(&bound, plain_http)
+        .context("LAN mode cannot advertise the cache")?;
     let addrs: Vec<String> = ad.addrs.iter().map(ToString::to_string).collect();
+    let kinds: Vec<&str> = ad.kinds().map(|k| k.name()).collect();
     tracing::info!(
         instance = %ad.instance,
         host = %ad.host,
         port = ad.port,
         addrs = %if addrs.is_empty() { "every interface's".to_owned() } else { addrs.join(" ") },
-        "LAN mode: advertising over mDNS as _http._tcp (nix-cache=1)"
+        types = %kinds.join(" "),
+        "LAN mode: advertising over mDNS"
     );
+    if !plain_http {
+        tracing::info!(
+            "LAN mode: not advertised as _nix_binary_cache._tcp: nix-cache-beacon's \
+             clients speak plain HTTP and this cache serves HTTPS"
+        );
+    }
     Ok(ad)
 }
 

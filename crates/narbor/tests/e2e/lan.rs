@@ -1,6 +1,8 @@
-//! LAN mode end to end: `narbor serve --lan` advertises itself over mDNS, and
-//! both Avahi (the real `avahi-daemon` + `avahi-browse`) and `narbor discover`
-//! find it.
+//! LAN mode end to end: `narbor serve --lan` advertises itself over mDNS as
+//! `_http._tcp` and `_nix_binary_cache._tcp`, and both Avahi (the real
+//! `avahi-daemon` + `avahi-browse`) and `narbor discover` find it; `narbor
+//! discover` also finds a cache published the way nix-cache-beacon does it
+//! (the real `avahi-publish` stands in for the beacon).
 //!
 //! Everything runs inside network namespaces this test creates (two joined by
 //! a veth pair, addresses 10.213.X.0/24 that exist nowhere else): no packet,
@@ -10,13 +12,19 @@
 //! namespace `ip netns exec` makes), so runs never collide. A [`Lab`] guard
 //! kills every process and deletes the namespaces even when a test fails.
 //! Needs root (the suite runs as root) and `ip`, `avahi-daemon`,
-//! `avahi-browse`, `dbus-daemon`, `curl` (scripts/test.sh installs them).
+//! `avahi-browse`, `avahi-publish`, `dbus-daemon`, `curl` (scripts/test.sh
+//! installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{run_fails, run_ok, stderr_str, stdout_str};
+use crate::tls::helpers::{issue, make_ca, KeyKind};
+
+/// The two service types narbor advertises, as `avahi-browse` takes them.
+const HTTP: &str = "_http._tcp";
+const BEACON: &str = "_nix_binary_cache._tcp";
 
 /// Two namespaces `a` and `b` joined by a veth pair (or one alone), and the
 /// processes started in them; all removed on drop.
@@ -100,6 +108,10 @@ impl Lab {
         format!("10.213.{}.1", self.subnet)
     }
 
+    fn addr_b(&self) -> String {
+        format!("10.213.{}.2", self.subnet)
+    }
+
     /// `program args...` inside namespace `i`.
     fn cmd(&self, i: usize, program: &str) -> Command {
         let mut cmd = Command::new("ip");
@@ -142,8 +154,16 @@ impl Lab {
     /// Starts `narbor serve --lan --no-upstream ARGS...` in namespace `a` and
     /// waits until namespace `b` can fetch `nix-cache-info` at `url`.
     fn start_narbor(&mut self, name: &str, args: &[&str], url: &str) -> usize {
-        let mut cmd = self.narbor(0);
-        cmd.args(["serve", "--lan", "--no-upstream", "--cache-dir"])
+        let mut lan_args = vec!["--lan"];
+        lan_args.extend_from_slice(args);
+        self.start_serve(name, 0, &lan_args, url)
+    }
+
+    /// Starts `narbor serve --no-upstream ARGS...` in namespace `i` and waits
+    /// until the other namespace can fetch `nix-cache-info` at `url`.
+    fn start_serve(&mut self, name: &str, i: usize, args: &[&str], url: &str) -> usize {
+        let mut cmd = self.narbor(i);
+        cmd.args(["serve", "--no-upstream", "--cache-dir"])
             .arg(self.dir.path().join("cache"))
             .args(args);
         let child = self.spawn(name, cmd);
@@ -151,7 +171,7 @@ impl Lab {
         self.wait_until(
             &format!("{name} answering {info} from the other namespace"),
             || {
-                let out = self.curl(&info).ok()?;
+                let out = self.curl_from(1 - i, &info).ok()?;
                 out.contains("StoreDir: /nix/store").then_some(())
             },
         );
@@ -160,8 +180,13 @@ impl Lab {
 
     /// `curl URL` from namespace `b`.
     fn curl(&self, url: &str) -> Result<String, String> {
+        self.curl_from(1, url)
+    }
+
+    /// `curl URL` from namespace `i`.
+    fn curl_from(&self, i: usize, url: &str) -> Result<String, String> {
         let out = self
-            .cmd(1, "curl")
+            .cmd(i, "curl")
             .args(["-sSfg", "--max-time", "3", url])
             .output()
             .expect("run curl");
@@ -173,13 +198,16 @@ impl Lab {
     }
 
     /// A private D-Bus system bus and an avahi-daemon in namespace `b`, on its
-    /// veth only, publishing nothing itself.
-    fn start_avahi(&mut self) {
+    /// veth only, with the host name `host_name`. With `publish`, it publishes
+    /// its address and what clients ask it to (`avahi-publish`); otherwise
+    /// nothing.
+    fn start_avahi(&mut self, host_name: &str, publish: bool) {
         let dir = self.dir.path().to_owned();
         let socket = dir.join("system_bus_socket");
         std::fs::write(dir.join("dbus.conf"), dbus_config(&socket)).unwrap();
         let avahi_conf = dir.join("avahi-daemon.conf");
-        std::fs::write(&avahi_conf, avahi_config(&self.veth('b'))).unwrap();
+        let config = avahi_config(&self.veth('b'), host_name, publish);
+        std::fs::write(&avahi_conf, config).unwrap();
         let mut dbus = self.cmd(1, "dbus-daemon");
         dbus.arg(format!("--config-file={}", dir.join("dbus.conf").display()))
             .args(["--nofork", "--nopidfile"]);
@@ -203,15 +231,54 @@ impl Lab {
         });
     }
 
-    /// `avahi-browse -rpt _http._tcp` in namespace `b`: its parsable lines.
-    fn avahi_browse(&self) -> Vec<Vec<String>> {
+    /// `avahi-browse -rpt SERVICE_TYPE` in namespace `b`: its parsable lines.
+    fn avahi_browse(&self, service_type: &str) -> Vec<Vec<String>> {
         let mut cmd = self.cmd(1, "timeout");
-        cmd.args(["20", "avahi-browse", "-rpt", "_http._tcp"]);
+        cmd.args(["20", "avahi-browse", "-rpt", service_type]);
         let out = run_ok(&mut cmd);
         stdout_str(&out)
             .lines()
             .map(|l| l.split(';').map(unescape).collect())
             .collect()
+    }
+
+    /// Runs `narbor discover --write FILE` in namespace `i` and checks that it
+    /// found exactly `url` (in its output, and alone in FILE), and that `url`
+    /// is a cache from there. Returns its output.
+    fn discover_only(&self, i: usize, url: &str) -> String {
+        let fragment = self.dir.path().join("lan-caches.conf");
+        let out = run_ok(
+            self.narbor(i)
+                .args(["discover", "--timeout", "3s", "--write"])
+                .arg(&fragment),
+        );
+        let text = stdout_str(&out);
+        assert!(
+            text.contains(&format!("extra-substituters = {url}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("nix.settings.extra-substituters = [ \"{url}\" ];")),
+            "{text}"
+        );
+        let written = std::fs::read_to_string(&fragment).unwrap();
+        let lines: Vec<&str> = written.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines, [format!("extra-substituters = {url}")], "{written}");
+        let info = self.curl_from(i, &format!("{url}nix-cache-info")).unwrap();
+        assert!(info.contains("StoreDir: /nix/store"), "{info}");
+        text
+    }
+
+    /// Waits until `avahi-browse` in namespace `b` resolves `instance` of
+    /// `service_type`; returns that `=` line.
+    fn avahi_resolved(&self, service_type: &str, instance: &str) -> Vec<String> {
+        let what = format!("avahi-browse resolving {instance:?} ({service_type})");
+        self.wait_until(&what, || {
+            let lines = self.avahi_browse(service_type);
+            lines_for(&lines, "=", instance)
+                .first()
+                .map(|l| (*l).clone())
+        })
     }
 
     /// Waits (up to 40 s) for a child to exit.
@@ -289,11 +356,13 @@ fn dbus_config(socket: &Path) -> String {
     )
 }
 
-fn avahi_config(interface: &str) -> String {
+fn avahi_config(interface: &str, host_name: &str, publish: bool) -> String {
+    let disable = if publish { "no" } else { "yes" };
     format!(
-        "[server]\nhost-name=narbor-test-browser\nuse-ipv4=yes\nuse-ipv6=no\n\
+        "[server]\nhost-name={host_name}\nuse-ipv4=yes\nuse-ipv6=no\n\
          allow-interfaces={interface}\nenable-dbus=yes\n\
-         [wide-area]\nenable-wide-area=no\n[publish]\ndisable-publishing=yes\n"
+         [wide-area]\nenable-wide-area=no\n\
+         [publish]\ndisable-publishing={disable}\npublish-workstation=no\npublish-hinfo=no\n"
     )
 }
 
@@ -322,6 +391,16 @@ fn unescape(s: &str) -> String {
 /// The instance name narbor advertises: `narbor on` and the host name's first
 /// label (the namespaces share the machine's host name).
 fn expected_instance() -> String {
+    format!("narbor on {}", host_label())
+}
+
+/// The mDNS host name narbor advertises, without the root's dot: `box.local`.
+fn expected_host() -> String {
+    format!("{}.local", host_label())
+}
+
+/// The machine's host name's first label, as narbor makes it a DNS label.
+fn host_label() -> String {
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let first = node.trim().split('.').next().unwrap_or("");
     let label: String = first
@@ -329,10 +408,7 @@ fn expected_instance() -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let label = label.trim_matches('-');
-    format!(
-        "narbor on {}",
-        if label.is_empty() { "narbor" } else { label }
-    )
+    if label.is_empty() { "narbor" } else { label }.to_owned()
 }
 
 fn lines_for<'a>(lines: &'a [Vec<String>], kind: &str, instance: &str) -> Vec<&'a Vec<String>> {
@@ -349,15 +425,10 @@ fn lan_cache_is_seen_by_avahi_and_narbor_discover_and_says_goodbye() {
     let listen = format!("{}:8123", lab.addr_a());
     let url = format!("http://{}:8123/", lab.addr_a());
     let narbor = lab.start_narbor("narbor", &["--listen", &listen], &url);
-    lab.start_avahi();
+    lab.start_avahi("narbor-test-browser", false);
 
     // Avahi, in the other namespace, resolves the service with its TXT records.
-    let resolved = lab.wait_until("avahi-browse resolving narbor's service", || {
-        let lines = lab.avahi_browse();
-        lines_for(&lines, "=", &instance)
-            .first()
-            .map(|l| (*l).clone())
-    });
+    let resolved = lab.avahi_resolved(HTTP, &instance);
     assert_eq!(resolved[2], "IPv4", "{resolved:?}");
     assert_eq!(resolved[4], "Web Site", "_http._tcp: {resolved:?}");
     assert_eq!(resolved[7], lab.addr_a(), "{resolved:?}");
@@ -367,45 +438,39 @@ fn lan_cache_is_seen_by_avahi_and_narbor_discover_and_says_goodbye() {
         txt.contains("\"nix-cache=1\"") && txt.contains("\"path=/\""),
         "TXT records: {txt}"
     );
+    // And as nix-cache-beacon's type, whose 16-byte name mdns-sd refuses
+    // unless told (silently: `register` says Ok).
+    let resolved = lab.avahi_resolved(BEACON, &instance);
+    assert_eq!(resolved[2], "IPv4", "{resolved:?}");
+    assert_eq!(resolved[4], BEACON, "{resolved:?}");
+    assert_eq!(resolved[6], expected_host(), "the SRV host: {resolved:?}");
+    assert_eq!(resolved[7], lab.addr_a(), "{resolved:?}");
+    assert_eq!(resolved[8], "8123", "{resolved:?}");
 
-    // narbor discover, also in the other namespace, finds it and says how to use it.
-    let fragment = lab.dir.path().join("lan-caches.conf");
-    let out = run_ok(
-        lab.narbor(1)
-            .args(["discover", "--timeout", "3s", "--write"])
-            .arg(&fragment),
-    );
-    let text = stdout_str(&out);
-    assert!(text.contains(&instance), "{text}");
-    assert!(
-        text.contains(&format!("extra-substituters = {url}\n")),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("nix.settings.extra-substituters = [ \"{url}\" ];")),
-        "{text}"
-    );
-    let written = std::fs::read_to_string(&fragment).unwrap();
-    let lines: Vec<&str> = written.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines, [format!("extra-substituters = {url}")], "{written}");
-    // The URL it found is the cache.
-    let info = lab.curl(&format!("{url}nix-cache-info")).unwrap();
-    assert!(info.contains("StoreDir: /nix/store"), "{info}");
+    // narbor discover, also in the other namespace, finds it and says how to
+    // use it: found under both types, listed once.
+    let text = lab.discover_only(1, &url);
+    let heading = format!("{instance} ({}.; {HTTP}, {BEACON})\n", expected_host());
+    assert_eq!(text.matches(&heading).count(), 1, "{text}");
 
-    // SIGTERM: narbor withdraws the service (goodbye packets) and exits 0;
-    // Avahi forgets it at once instead of keeping it for the records' TTL.
+    // SIGTERM: narbor withdraws both services (goodbye packets) and exits 0;
+    // Avahi forgets them at once instead of keeping them for the records' TTL.
     run_ok(Command::new("kill").args(["-TERM", &lab.pid(narbor).to_string()]));
     let status = lab.wait_exit(narbor);
-    assert!(status.success(), "{status}\n{}", lab.log("narbor"));
-    assert!(
-        lab.log("narbor").contains("mDNS: withdrew"),
-        "{}",
-        lab.log("narbor")
-    );
-    lab.wait_until("Avahi to forget the withdrawn service", || {
-        let lines = lab.avahi_browse();
-        let seen =
-            lines_for(&lines, "+", &instance).len() + lines_for(&lines, "=", &instance).len();
+    let log = lab.log("narbor");
+    assert!(status.success(), "{status}\n{log}");
+    for service_type in [HTTP, BEACON] {
+        let withdrew = format!("mDNS: withdrew {instance} ({service_type})");
+        assert!(log.contains(&withdrew), "{log}");
+    }
+    lab.wait_until("Avahi to forget both withdrawn services", || {
+        let seen: usize = [HTTP, BEACON]
+            .into_iter()
+            .map(|service_type| {
+                let lines = lab.avahi_browse(service_type);
+                lines_for(&lines, "+", &instance).len() + lines_for(&lines, "=", &instance).len()
+            })
+            .sum();
         (seen == 0).then_some(())
     });
     let out = run_fails(lab.narbor(1).args(["discover", "--timeout", "2s"]));
@@ -415,18 +480,95 @@ fn lan_cache_is_seen_by_avahi_and_narbor_discover_and_says_goodbye() {
         "{err}"
     );
 
-    // Control: killed without a goodbye, the service stays in Avahi's cache:
-    // the check above passed because of the goodbye, not by chance.
+    // Control: killed without a goodbye, the services stay in Avahi's cache:
+    // the check above passed because of the goodbyes, not by chance.
     let again = lab.start_narbor("narbor-again", &["--listen", &listen], &url);
+    let listed = |lab: &Lab, service_type: &str| {
+        !lines_for(&lab.avahi_browse(service_type), "+", &instance).is_empty()
+    };
     lab.wait_until("avahi-browse seeing narbor again", || {
-        (!lines_for(&lab.avahi_browse(), "+", &instance).is_empty()).then_some(())
+        (listed(&lab, HTTP) && listed(&lab, BEACON)).then_some(())
     });
     lab.children[again].1.kill().unwrap();
     lab.children[again].1.wait().unwrap();
     std::thread::sleep(Duration::from_secs(2));
+    for service_type in [HTTP, BEACON] {
+        assert!(
+            listed(&lab, service_type),
+            "without goodbye packets Avahi should still list the {service_type} service"
+        );
+    }
+}
+
+/// A cache advertised the way nix-cache-beacon advertises one
+/// (github adisbladis/nix-cache-beacon, cmd/nix-cache-beacon/advert.go at
+/// 7608879b33a6f5d9e17c0698154069c8d69f862e): type `_nix_binary_cache._tcp`,
+/// a fresh random UUIDv4 as the instance name, the SRV host `<hostname>.local`
+/// with its addresses, the cache's port, and no TXT record. The beacon only
+/// advertises; the cache is another server (here a plain `narbor serve`).
+/// The real `avahi-publish` makes the records (the beacon itself needs a newer
+/// Go than Debian has).
+#[test]
+fn discover_finds_a_beacon_style_service_without_txt() {
+    let mut lab = Lab::pair('b', 4, false);
+    let url = format!("http://{}:5123/", lab.addr_b());
+    let listen = format!("{}:5123", lab.addr_b());
+    lab.start_serve("narbor", 1, &["--listen", &listen], &url);
+    lab.start_avahi("narbor-test-beacon", true);
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    let uuid = uuid.trim();
+    let mut publish = lab.cmd(1, "avahi-publish");
+    publish.args(["-s", uuid, BEACON, "5123"]);
+    lab.spawn("avahi-publish", publish);
+    lab.wait_until("avahi-publish to establish the service", || {
+        lab.log("avahi-publish")
+            .contains("Established under name")
+            .then_some(())
+    });
+    // The record shape, as Avahi itself resolves it: no TXT, the SRV host
+    // `<hostname>.local`.
+    let resolved = lab.avahi_resolved(BEACON, uuid);
+    assert_eq!(resolved[6], "narbor-test-beacon.local", "{resolved:?}");
+    assert_eq!(resolved[7], lab.addr_b(), "{resolved:?}");
+    assert_eq!(resolved[8], "5123", "{resolved:?}");
+    assert_eq!(resolved[9], "", "no TXT: {resolved:?}");
+
+    let text = lab.discover_only(0, &url);
     assert!(
-        !lines_for(&lab.avahi_browse(), "+", &instance).is_empty(),
-        "without goodbye packets Avahi should still list the service"
+        text.contains(&format!("{uuid} (narbor-test-beacon.local.; {BEACON})\n")),
+        "{text}"
+    );
+}
+
+/// nix-cache-beacon's clients speak only plain HTTP: LAN mode over HTTPS is
+/// not advertised as `_nix_binary_cache._tcp`.
+#[test]
+fn lan_mode_over_https_is_not_advertised_as_the_beacon_type() {
+    let mut lab = Lab::pair('t', 5, false);
+    let ca = make_ca(lab.dir.path(), "lan");
+    let (cert, key) = issue(lab.dir.path(), &ca, "narbor-lan", KeyKind::Pkcs8);
+    let listen = format!("{}:8443", lab.addr_a());
+    let mut cmd = lab.narbor(0);
+    cmd.args(["serve", "--lan", "--no-upstream", "--listen", &listen])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--cache-dir")
+        .arg(lab.dir.path().join("cache"));
+    lab.spawn("narbor", cmd);
+    lab.start_avahi("narbor-test-browser", false);
+    let instance = expected_instance();
+    lab.avahi_resolved(HTTP, &instance);
+    // Both records would have been announced together, and avahi-browse
+    // asks again.
+    let lines = lab.avahi_browse(BEACON);
+    assert!(lines_for(&lines, "+", &instance).is_empty(), "{lines:?}");
+    let log = lab.log("narbor");
+    assert!(
+        log.contains(&format!("types={HTTP}\n"))
+            && log.contains("not advertised as _nix_binary_cache._tcp"),
+        "{log}"
     );
 }
 
