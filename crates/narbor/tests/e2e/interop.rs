@@ -20,17 +20,17 @@ use crate::support::*;
 
 /// One path of a cache `nix copy` wrote.
 #[derive(Clone)]
-struct Entry {
+pub struct Entry {
     /// The store path hash.
-    hash: String,
-    info: NarInfo,
+    pub hash: String,
+    pub info: NarInfo,
     /// The NAR file as `nix copy` wrote it (compressed as `info` says).
-    file: Vec<u8>,
+    pub file: Vec<u8>,
 }
 
 impl Entry {
     /// The narinfo lines every server writes alike: References, Deriver, Sig.
-    fn tail(&self, references_when_empty: bool) -> String {
+    pub fn tail(&self, references_when_empty: bool) -> String {
         let mut s = String::new();
         if !self.info.references.is_empty() || references_when_empty {
             let refs: Vec<String> = self.info.references.iter().map(|r| r.base_name()).collect();
@@ -82,16 +82,16 @@ fn decompress(compression: &str, data: &[u8]) -> Vec<u8> {
 }
 
 /// The test closure and its caches, made once per test run.
-struct Fixture {
-    env: NixEnv,
+pub struct Fixture {
+    pub env: NixEnv,
     /// data, lib, app (app refers to lib and to itself, lib to data).
-    paths: Vec<PathBuf>,
-    public_key: String,
+    pub paths: Vec<PathBuf>,
+    pub public_key: String,
     /// By compression name: the cache's entries, by store hash.
-    caches: HashMap<&'static str, HashMap<String, Entry>>,
+    pub caches: HashMap<&'static str, HashMap<String, Entry>>,
 }
 
-fn fixture() -> &'static Fixture {
+pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let env = NixEnv::new();
@@ -159,16 +159,16 @@ fn load(dir: &Path) -> HashMap<String, Entry> {
     out
 }
 
-fn entries(compression: &str) -> HashMap<String, Entry> {
+pub fn entries(compression: &str) -> HashMap<String, Entry> {
     fixture().caches[compression].clone()
 }
 
 /// The store hash a `/<hash>.narinfo` request asks for.
-fn narinfo_hash(path: &str) -> Option<&str> {
+pub fn narinfo_hash(path: &str) -> Option<&str> {
     path.trim_start_matches('/').strip_suffix(".narinfo")
 }
 
-fn cache_info(priority: u32) -> Resp {
+pub fn cache_info(priority: u32) -> Resp {
     Resp::ok(
         "text/x-nix-cache-info",
         format!("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: {priority}\n").into_bytes(),

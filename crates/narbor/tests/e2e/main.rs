@@ -16,6 +16,8 @@ mod packaging;
 mod packaging_module;
 mod protocol;
 mod registry;
+mod secrets;
+mod seed;
 mod serve;
 mod stats;
 mod support;

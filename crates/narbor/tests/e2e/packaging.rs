@@ -23,6 +23,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "inactive",
     "upstreams",
     "no-upstream",
+    "netrc-file",
+    "upstream-token-files",
     "priority",
     "narinfo-ttl",
     "negative-ttl",
@@ -36,6 +38,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "http-redirect-listen",
     "oci",
     "index-ttl",
+    "index-dir",
     "refresh-token-file",
     "log",
 ];
@@ -142,6 +145,7 @@ pub fn check_config_types(config: &serde_json::Map<String, serde_json::Value>) {
     let lists = [
         "listen",
         "upstreams",
+        "upstream-token-files",
         "trusted-keys",
         "http-redirect-listen",
     ];
@@ -481,6 +485,7 @@ fn config_keys_are_exactly_the_serve_options() {
         .map(|w| match w.as_str() {
             "upstream" => "upstreams".to_owned(),
             "trusted-key" => "trusted-keys".to_owned(),
+            "upstream-token-file" => "upstream-token-files".to_owned(),
             _ => w,
         })
         .collect();

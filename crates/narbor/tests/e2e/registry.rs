@@ -22,6 +22,8 @@ pub const USER: &str = "narbor-test";
 pub const PASSWORD: &str = "correct-horse-battery-staple";
 
 pub enum Auth {
+    /// None at all (as the nixcache-oci fixture's README serves it).
+    Open,
     Htpasswd,
     /// Token auth: the registry trusts `cert`; tokens come from `realm`.
     Token {
@@ -33,18 +35,39 @@ pub enum Auth {
 pub struct Registry {
     pub addr: SocketAddr,
     pub dir: TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Self::start_with(auth, None)
+    }
+
+    /// A registry whose storage starts as a copy of `storage` (a registry's
+    /// `rootdirectory`, with `docker/registry/v2` in it).
+    pub fn start_with(auth: Auth, storage: Option<&Path>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("narbor-registry-")
             .tempdir()
             .unwrap();
+        if let Some(from) = storage {
+            run_ok(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(from)
+                    .arg(dir.path().join("storage")),
+            );
+            // The fixture's files are read-only; the registry writes.
+            run_ok(
+                Command::new("chmod")
+                    .args(["-R", "u+w"])
+                    .arg(dir.path().join("storage")),
+            );
+        }
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let auth_yaml = match auth {
+            Auth::Open => String::new(),
             Auth::Htpasswd => {
                 let out = run_ok(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
                 let htpasswd = dir.path().join("htpasswd");
@@ -56,22 +79,42 @@ impl Registry {
                 cert.display()
             ),
         };
+        let auth_yaml = if auth_yaml.is_empty() {
+            String::new()
+        } else {
+            format!("auth:\n{auth_yaml}")
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: narbor-test-secret\nauth:\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {addr}\n  secret: narbor-test-secret\n{auth_yaml}",
             dir.path().join("storage").display()
         );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let mut reg = Registry {
+            addr,
+            dir,
+            child: None,
+        };
+        reg.spawn();
+        reg
+    }
+
+    /// Starts the registry process (again) on its config and storage.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
-            .arg(&config_path)
+            .arg(self.dir.path().join("config.yml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start docker-registry (run scripts/test.sh to install it)");
-        let mut reg = Registry { addr, dir, child };
+        self.child = Some(child);
+        let (addr, reg) = (self.addr, self);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = crate::upstream::try_request(addr, "GET", "/v2/", &[]) {
@@ -82,7 +125,7 @@ impl Registry {
                 );
                 break;
             }
-            if let Some(status) = reg.child.try_wait().unwrap() {
+            if let Some(status) = reg.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("docker-registry exited with {status}:\n{}", reg.log());
             }
             assert!(
@@ -92,7 +135,14 @@ impl Registry {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        reg
+    }
+
+    /// Stops the registry process; its storage stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// `oci+http://127.0.0.1:PORT/NAME`.
@@ -204,8 +254,7 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
