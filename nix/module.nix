@@ -119,6 +119,12 @@ let
         }
     )
     // optionalAttrs (cfg.signKeyFile != null) { sign-key-file = "${credentialsDir}/sign-key"; }
+    // optionalAttrs (cfg.netrcFile != null) { netrc-file = "${credentialsDir}/netrc"; }
+    // optionalAttrs (cfg.upstreamTokenFiles != { }) {
+      upstream-token-files = lib.imap0 (
+        i: host: "${host}=${credentialsDir}/upstream-token-${toString i}"
+      ) tokenHosts;
+    }
     // optionalAttrs (acmeHost != null) {
       tls-cert = "${acmeDir}/fullchain.pem";
       tls-key = "${acmeDir}/key.pem";
@@ -153,8 +159,16 @@ let
     exec ${lib.getExe cfg.package} serve --config ${configFile} ${escapeShellArgs cfg.extraArgs}
   '';
 
+  # Bearer-token files by upstream host, in a fixed order (credential names
+  # must be file names: one per index).
+  tokenHosts = builtins.attrNames cfg.upstreamTokenFiles;
+
   credentials =
     optional (cfg.oci.tokenFile != null) "registry-token:${cfg.oci.tokenFile}"
+    ++ optional (cfg.netrcFile != null) "netrc:${cfg.netrcFile}"
+    ++ lib.imap0 (
+      i: host: "upstream-token-${toString i}:${cfg.upstreamTokenFiles.${host}}"
+    ) tokenHosts
     ++ optional (cfg.oci.refreshTokenFile != null) "refresh-token:${cfg.oci.refreshTokenFile}"
     ++ optional (cfg.signKeyFile != null) "sign-key:${cfg.signKeyFile}"
     ++ optionals tlsFromFiles [
@@ -243,6 +257,32 @@ in
       default = [ ];
       example = [ "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
       description = "When non-empty, a narinfo without a valid signature by one of these keys is neither cached nor served.";
+    };
+
+    netrcFile = mkOption {
+      type = secretPath;
+      default = null;
+      example = "/run/secrets/narbor-netrc";
+      description = ''
+        A netrc file, in the format of Nix's `netrc-file`
+        (`machine HOST login USER password PASS`): HTTP Basic credentials for
+        upstreams whose URL carries none (cachix and attic take their token
+        as the password). Handed to the service with LoadCredential, so it
+        may be readable by root only.
+      '';
+    };
+
+    upstreamTokenFiles = mkOption {
+      type = types.attrsOf (types.strMatching "/.*");
+      default = { };
+      example = {
+        "attic.example.org" = "/run/secrets/attic-token";
+      };
+      description = ''
+        Files holding a bearer token, by upstream host: narbor sends it as
+        `Authorization: Bearer` to that host only. Handed to the service with
+        LoadCredential.
+      '';
     };
 
     signKeyFile = mkOption {

@@ -14,6 +14,7 @@ pub mod cache_info;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
+pub mod netrc;
 pub mod nixbase32;
 pub mod signing;
 pub mod store_path;

@@ -390,7 +390,8 @@ fn upstream_credentials(
     token_files: &[String],
 ) -> anyhow::Result<Credentials> {
     let netrc = match netrc_file {
-        Some(path) => Netrc::read(path).map_err(|e| anyhow::anyhow!("netrc-file: {e}"))?,
+        Some(path) => narbor_server::credentials::read_netrc(path)
+            .map_err(|e| anyhow::anyhow!("netrc-file: {e}"))?,
         None => Netrc::default(),
     };
     let mut tokens = std::collections::HashMap::new();

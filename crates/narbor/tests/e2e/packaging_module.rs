@@ -213,6 +213,11 @@ const SECRETS: &str = r#"{
   oci.tokenFile = "/run/secrets/registry-token";
   oci.refreshTokenFile = "/run/secrets/refresh-token";
   signKeyFile = "/run/secrets/signing-key";
+  netrcFile = "/run/secrets/netrc";
+  upstreamTokenFiles = {
+    "b.example.org" = "/run/secrets/b-token";
+    "a.example.org" = "/run/secrets/a-token";
+  };
   tls.certificateFile = "/run/secrets/cert.pem";
   tls.keyFile = "/run/secrets/key.pem";
   listen = [ "0.0.0.0:8443" ];
@@ -225,6 +230,9 @@ fn secrets_travel_only_by_load_credential() {
     let sc = &r["service"]["serviceConfig"];
     let credentials = [
         "registry-token:/run/secrets/registry-token",
+        "netrc:/run/secrets/netrc",
+        "upstream-token-0:/run/secrets/a-token",
+        "upstream-token-1:/run/secrets/b-token",
         "refresh-token:/run/secrets/refresh-token",
         "sign-key:/run/secrets/signing-key",
         "tls-cert:/run/secrets/cert.pem",
@@ -240,6 +248,14 @@ fn secrets_travel_only_by_load_credential() {
     assert_eq!(
         s["refresh-token-file"],
         json!(format!("{creds}/refresh-token"))
+    );
+    assert_eq!(s["netrc-file"], json!(format!("{creds}/netrc")));
+    assert_eq!(
+        s["upstream-token-files"],
+        json!([
+            format!("a.example.org={creds}/upstream-token-0"),
+            format!("b.example.org={creds}/upstream-token-1")
+        ])
     );
     assert_eq!(s["tls-cert"], json!(format!("{creds}/tls-cert")));
     assert_eq!(s["tls-key"], json!(format!("{creds}/tls-key")));
