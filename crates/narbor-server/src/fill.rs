@@ -37,8 +37,9 @@ pub enum FillState {
     Done { reader: Arc<File>, size: u64 },
     /// Every upstream answered 404.
     NotFound,
-    /// The fill failed; nothing was stored.
-    Failed(Arc<str>),
+    /// The fill failed; nothing was stored. The error says whose failure
+    /// it was (an upstream's, the store's).
+    Failed(Arc<crate::error::Error>),
     /// The store refuses writes (disk full): every client fetches directly.
     Bypass,
 }
@@ -186,8 +187,8 @@ pub fn follow_body(
         let (mut rx, offset, buf) = state?;
         loop {
             let snapshot = rx.borrow_and_update().clone();
-            if let FillState::Failed(reason) = &snapshot {
-                let err = std::io::Error::other(format!("upstream fill failed: {reason}"));
+            if let FillState::Failed(e) = &snapshot {
+                let err = std::io::Error::other(format!("the fill failed: {e}"));
                 return Some((Err(err), None));
             }
             if let Some((reader, limit, done)) = readable(&snapshot) {

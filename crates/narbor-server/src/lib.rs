@@ -1,6 +1,7 @@
-//! narbor's HTTP face: routes, the pull-through fill, the upstream client.
+//! narbor's HTTP face: routes, the pull-through fill, the sources behind it.
 //!
-//! [`Server`] holds the configuration, the store and the fills in flight;
+//! [`Server`] holds the configuration, the store, the chain of sources and
+//! the fills in flight, and reads the time from an injected [`Clock`];
 //! [`serve`] accepts connections (HTTP/1.1 with keep-alive, and HTTP/2 when the
 //! client speaks it) until the shutdown future resolves; [`serve_each`] also
 //! speaks HTTPS (rustls, HTTP/2 by ALPN, see [`Tls`]) and answers plain-HTTP
@@ -9,9 +10,13 @@
 
 pub mod access;
 mod app;
+mod cache;
+pub mod clock;
 pub mod credentials;
 mod dashboard;
 mod decode;
+mod documents;
+pub mod error;
 mod fill;
 mod handler;
 mod landing;
@@ -20,9 +25,14 @@ pub mod metrics;
 mod nar_fill;
 mod nar_source;
 pub mod oci;
+mod pages;
 mod range;
 mod redirect;
+mod respond;
+mod source;
 mod status;
+#[cfg(test)]
+mod tests;
 mod tls;
 mod upstream;
 mod verify;
@@ -36,6 +46,7 @@ use narbor_proto::{PublicKey, SecretKey};
 use tokio::net::TcpListener;
 
 pub use app::Server;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{Credential, Credentials, Netrc};
 pub use dashboard::Snapshot;
 pub use metrics::{MetricsSource, Sample, SampleKind};

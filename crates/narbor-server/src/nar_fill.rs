@@ -1,20 +1,20 @@
-//! NAR fills: finding where a NAR's bytes are (the `--oci` registry, the
-//! upstream path of its name, or the URL an upstream narinfo gave, see
-//! `nar_source`), streaming them to disk and to every waiting client, and
-//! checking them before anyone gets the last byte (`verify`).
+//! NAR fills: one task per missing NAR opens it from the chain of sources
+//! (`source/`), streams it to disk and to every waiting client, and checks
+//! it before anyone gets the last byte (`verify`). When the store refuses
+//! writes, NARs pass through unstored for a while.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use narbor_proto::{CacheUrl, NarInfo};
+use narbor_proto::CacheUrl;
 use tokio::sync::watch;
 
-use crate::app::{FillError, FillReport, Server, DOCUMENT_LIMIT};
+use crate::app::{FillError, FillReport, Server};
 use crate::fill::{FillState, Role};
 use crate::metrics::{FailReason, FillKind, FillOutcome};
-use crate::nar_source::{localize, NarSource};
-use crate::upstream::{shown_url, transport, Lookup, UpstreamError};
+use crate::source::Found;
+use crate::upstream::transport;
 use crate::verify::{Intake, IntakeError, NarCheck};
 
 /// How long narbor passes NARs through after the store refused one, before it
@@ -117,7 +117,7 @@ impl Server {
                             if let (Some(i), Some(kind)) = (report.upstream, e.upstream_kind()) {
                                 server.upstreams.record_late_error(i, kind, &e.message);
                             }
-                            let failed = FillState::Failed(e.message.as_str().into());
+                            let failed = FillState::Failed(Arc::new(e.edge()));
                             report.result = Err(e);
                             failed
                         }
@@ -268,219 +268,18 @@ impl Server {
         Ok(NarFilled::Stored(reader, size))
     }
 
-    /// Opens the NAR `url` names: from the `--oci` registry when its index
-    /// has it, else from the upstreams. `None`: nobody has it.
+    /// Opens the NAR `url` names from the first source that has it. `None`:
+    /// nobody has it.
     pub(crate) async fn open_nar(
         &self,
         url: &CacheUrl,
         key: &str,
     ) -> Result<Option<OpenedNar>, FillError> {
-        if let Some(opened) = self.nar_from_registry(key).await {
-            return Ok(Some(opened));
+        match self.chain.open_nar(url, key).await {
+            Found::Yes { value, .. } => Ok(Some(value)),
+            Found::No => Ok(None),
+            Found::Failed(e) => Err(FillError::upstream(&e)),
         }
-        let lookup = match url {
-            CacheUrl::Nar { file_hash, .. } => match self.upstreams.get_stream(key).await {
-                Lookup::Found { upstream, value } => Lookup::Found {
-                    upstream,
-                    value: OpenedNar {
-                        upstream: Some(upstream),
-                        name: self.upstreams.bases()[upstream].clone(),
-                        resp: value,
-                        check: NarCheck::File {
-                            hash: *file_hash,
-                            size: None,
-                        },
-                    },
-                },
-                Lookup::NotFound => Lookup::NotFound,
-                Lookup::Failed(e) => Lookup::Failed(e),
-            },
-            CacheUrl::NarOfPath { .. } => self.open_from_source(url, key).await,
-            // Only an index can say what these name.
-            _ => Lookup::NotFound,
-        };
-        match lookup {
-            Lookup::Found { value, .. } => Ok(Some(value)),
-            Lookup::NotFound => Ok(None),
-            Lookup::Failed(e) => Err(FillError::upstream(&e)),
-        }
-    }
-
-    /// GETs a NAR narbor named itself from where its upstream's narinfo
-    /// says it is; once more with the narinfo fetched again when that
-    /// place no longer has it (a URL that expired, a remembered source
-    /// from before the upstream changed).
-    async fn open_from_source(&self, url: &CacheUrl, key: &str) -> Lookup<OpenedNar> {
-        let mut fresh = false;
-        loop {
-            let source = match self.sources.get(key) {
-                Some(s) if !fresh => s,
-                _ => {
-                    fresh = true;
-                    match self.find_source(url, key).await {
-                        Lookup::Found { value, .. } => value,
-                        Lookup::NotFound => return Lookup::NotFound,
-                        Lookup::Failed(e) => return Lookup::Failed(e),
-                    }
-                }
-            };
-            match self.upstreams.get_nar(source.upstream, &source.url).await {
-                Lookup::Found { upstream, value } => {
-                    return Lookup::Found {
-                        upstream,
-                        value: OpenedNar {
-                            upstream: Some(upstream),
-                            name: shown_url(&source.url),
-                            resp: value,
-                            check: source.check,
-                        },
-                    }
-                }
-                Lookup::NotFound if !fresh => {
-                    self.sources.forget(key);
-                    fresh = true;
-                }
-                other => {
-                    return match other {
-                        Lookup::Failed(e) => Lookup::Failed(e),
-                        _ => Lookup::NotFound,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Where the NAR `url` (`nar/<store hash>-<NarHash>...`) is, from the
-    /// upstreams' narinfos for its store path, in order: the first whose
-    /// narinfo has that NarHash and localizes to this very name.
-    async fn find_source(&self, url: &CacheUrl, key: &str) -> Lookup<NarSource> {
-        let CacheUrl::NarOfPath {
-            store_hash,
-            nar_hash,
-            ..
-        } = url
-        else {
-            return Lookup::NotFound;
-        };
-        let path = format!("{store_hash}.narinfo");
-        let mut failure = None;
-        for index in 0..self.upstreams.bases().len() {
-            let body = match self
-                .upstreams
-                .get_document_from(index, &path, DOCUMENT_LIMIT)
-                .await
-            {
-                Lookup::Found { value, .. } => value,
-                Lookup::NotFound => continue,
-                Lookup::Failed(e) => {
-                    failure = Some(e);
-                    continue;
-                }
-            };
-            let base = &self.upstreams.bases()[index];
-            let found = std::str::from_utf8(&body)
-                .ok()
-                .and_then(|text| Some((text, NarInfo::parse(text).ok()?)))
-                .filter(|(_, info)| {
-                    info.store_path.hash() == store_hash
-                        && info.nar_hash == *nar_hash
-                        && (self.config.trusted_keys.is_empty()
-                            || info.verify(&self.config.trusted_keys))
-                })
-                .and_then(|(text, info)| localize(&info, text, index, base).ok())
-                .filter(|l| l.key == key)
-                .and_then(|l| l.source);
-            match found {
-                Some(source) => {
-                    self.sources.remember(key, source.clone());
-                    return Lookup::Found {
-                        upstream: index,
-                        value: source,
-                    };
-                }
-                None => {
-                    failure = Some(UpstreamError::Invalid {
-                        upstream: base.clone(),
-                        what: "narinfo",
-                        reason: format!("it does not name the NAR {key}"),
-                    })
-                }
-            }
-        }
-        match failure {
-            // An upstream that has the path but names another NAR does not
-            // have this one.
-            Some(UpstreamError::Invalid { .. }) | None => Lookup::NotFound,
-            Some(e) => Lookup::Failed(e),
-        }
-    }
-
-    /// Whether a NAR exists, and its length, without fetching it (HEAD).
-    pub(crate) async fn head_nar(&self, url: &CacheUrl, key: &str) -> Lookup<Option<u64>> {
-        match url {
-            CacheUrl::Nar { .. } => self.upstreams.head(key).await,
-            CacheUrl::NarOfPath { .. } => {
-                let source = match self.sources.get(key) {
-                    Some(s) => s,
-                    None => match self.find_source(url, key).await {
-                        Lookup::Found { value, .. } => value,
-                        Lookup::NotFound => return Lookup::NotFound,
-                        Lookup::Failed(e) => return Lookup::Failed(e),
-                    },
-                };
-                if let Some(len) = source.check.file_size() {
-                    return Lookup::Found {
-                        upstream: source.upstream,
-                        value: Some(len),
-                    };
-                }
-                self.upstreams.head_url(source.upstream, &source.url).await
-            }
-            _ => Lookup::NotFound,
-        }
-    }
-
-    /// The NAR's blob from the `--oci` registry, when the index names one and
-    /// the registry serves it (otherwise the upstreams are asked).
-    async fn nar_from_registry(&self, key: &str) -> Option<OpenedNar> {
-        let oci = self.config.oci.as_ref()?;
-        let blob = oci.index().nar_blob(key)?;
-        match oci.client().get_blob(&blob.digest, None).await {
-            Ok(resp) => Some(OpenedNar {
-                upstream: None,
-                name: "the OCI registry".to_owned(),
-                resp,
-                check: NarCheck::File {
-                    hash: blob.digest.0,
-                    size: blob.size,
-                },
-            }),
-            Err(e) => {
-                tracing::warn!(%key, "the OCI registry did not serve the blob, asking upstreams: {e}");
-                None
-            }
-        }
-    }
-
-    /// The narinfo for `hash` from the `--oci` index, if it has one.
-    pub(crate) fn narinfo_from_index(
-        &self,
-        hash: &narbor_proto::StorePathHash,
-    ) -> Option<bytes::Bytes> {
-        let oci = self.config.oci.as_ref()?;
-        let index = oci.index();
-        let entry = index.get(hash)?;
-        Some(bytes::Bytes::from(entry.served_narinfo().into_owned()))
-    }
-
-    /// A NAR's size from the `--oci` index, if it names the NAR (for HEAD).
-    pub(crate) fn nar_in_index(&self, key: &str) -> Option<Option<u64>> {
-        self.index_blob(key).map(|b| b.size)
-    }
-
-    /// The blob the `--oci` index has under a NAR URL, if any.
-    pub(crate) fn index_blob(&self, key: &str) -> Option<narbor_oci::BlobRef> {
-        self.config.oci.as_ref()?.index().nar_blob(key)
     }
 
     /// Whether the store takes NARs now (it has not refused one lately).
@@ -490,7 +289,7 @@ impl Server {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match *until {
-            Some(t) if t > Instant::now() => false,
+            Some(t) if t > self.clock.now() => false,
             Some(_) => {
                 *until = None;
                 tracing::info!("trying to store NARs again");
@@ -512,7 +311,7 @@ impl Server {
                 STORE_REFUSAL_BACKOFF.as_secs()
             );
         }
-        *until = Some(Instant::now() + STORE_REFUSAL_BACKOFF);
+        *until = Some(self.clock.now() + STORE_REFUSAL_BACKOFF);
     }
 
     /// Whether the disk under the store has room for an object of `len` bytes

@@ -13,7 +13,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use crate::handler::Body;
+use crate::respond::Body;
 
 /// The answer to any request on a redirect listener.
 pub fn respond<B>(req: &Request<B>, https_port: u16) -> Response<Body> {

@@ -30,7 +30,7 @@ use crate::{key, BlobWriter, Document, EntryInfo, EntryKind, StoreConfig, StoreE
 const INDEX_CACHE_BYTES: usize = 64 << 20;
 
 /// The source of "now": the system clock, or a fake one in tests.
-pub(crate) type Clock = Box<dyn Fn() -> SystemTime + Send + Sync>;
+pub type Clock = Box<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// The local disk store. `Send + Sync`; share it as `Arc<DiskStore>`.
 pub struct DiskStore {
@@ -81,10 +81,9 @@ impl DiskStore {
         Self::open_with_clock(config, Box::new(SystemTime::now))
     }
 
-    pub(crate) fn open_with_clock(
-        config: StoreConfig,
-        clock: Clock,
-    ) -> Result<DiskStore, StoreError> {
+    /// [`open`](Self::open), with "now" from `clock` (for tests that move
+    /// time: access times, inactivity, `stored_at`).
+    pub fn open_with_clock(config: StoreConfig, clock: Clock) -> Result<DiskStore, StoreError> {
         let started = Instant::now();
         let dir = config.dir;
         let blobs = dir.join("blobs");

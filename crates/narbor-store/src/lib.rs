@@ -103,7 +103,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use blob::BlobWriter;
-pub use disk::DiskStore;
+pub use disk::{Clock, DiskStore};
 pub use error::{IntegrityCheck, StoreError};
 
 /// Where a [`DiskStore`] lives and how much it may hold.

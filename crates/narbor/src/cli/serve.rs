@@ -98,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let stats = store.stats();
         tracing::info!(
             ?listen,
-            upstreams = ?server.upstreams.bases(),
+            upstreams = ?server.upstream_names(),
             cache_dir = %cache_dir.display(),
             objects = stats.objects,
             bytes = stats.bytes,
