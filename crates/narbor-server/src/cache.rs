@@ -72,6 +72,26 @@ impl NegativeCache {
 }
 
 impl Server {
+    /// One round of the store's upkeep: write the access times held in
+    /// memory, and evict what nobody asked for in `inactive` (by this
+    /// server's clock). Returns how many objects were evicted.
+    pub async fn upkeep(&self) -> Result<usize, String> {
+        let store = std::sync::Arc::clone(&self.store);
+        let cutoff = self.clock.now().checked_sub(self.config.inactive);
+        let result = tokio::task::spawn_blocking(move || {
+            store.flush_access_times()?;
+            match cutoff {
+                Some(cutoff) => store.evict_inactive(cutoff).map(|e| e.len()),
+                None => Ok(0),
+            }
+        })
+        .await;
+        match result {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the upkeep task failed: {e}")),
+        }
+    }
+
     /// The cache life of document `url` (stored under `key`). A store that
     /// cannot be read is logged and counts as a miss: the sources still have
     /// the document.

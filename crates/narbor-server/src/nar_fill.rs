@@ -300,7 +300,7 @@ impl Server {
     }
 
     /// The store refused a NAR: pass NARs through unstored for a while.
-    fn store_refused(&self, why: &str) {
+    pub(crate) fn store_refused(&self, why: &str) {
         let mut until = self
             .store_refusing_until
             .lock()

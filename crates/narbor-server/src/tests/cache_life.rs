@@ -22,7 +22,11 @@ async fn a_narinfo_is_fresh_for_its_ttl_then_fetched_again() {
     let r = h.get(&format!("/{path}")).await;
     assert_eq!((r.status, r.cache.as_str()), (200, "EXPIRED"));
     assert_eq!(up.requests(&path), 2);
-    assert_eq!(h.get(&format!("/{path}")).await.cache, "HIT", "stored again");
+    assert_eq!(
+        h.get(&format!("/{path}")).await.cache,
+        "HIT",
+        "stored again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,4 +83,42 @@ async fn without_upstreams_stored_documents_never_expire() {
     let missing = "0123456789abcdfghijklmnpqrsvwxyz.narinfo";
     let r = h.get(&format!("/{missing}")).await;
     assert_eq!((r.status, r.cache.as_str()), (404, "MISS"), "nothing asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_nobody_asked_for_within_inactive_is_evicted_by_the_upkeep() {
+    let up = Upstream::start().await;
+    let (kept, kept_bytes) = nar(5, 1000);
+    let (idle, idle_bytes) = nar(6, 1000);
+    up.set(&kept, Answer::Ok(kept_bytes));
+    up.set(&idle, Answer::Ok(idle_bytes));
+    let mut c = config(&up.url());
+    c.inactive = Duration::from_secs(3600);
+    let h = Harness::start(c, 1 << 30).await;
+    assert_eq!(h.get(&format!("/{kept}")).await.status, 200);
+    assert_eq!(h.get(&format!("/{idle}")).await.status, 200);
+    h.clock.advance(Duration::from_secs(3000));
+    assert_eq!(h.get(&format!("/{kept}")).await.cache, "HIT", "asked again");
+    assert_eq!(h.server.upkeep().await, Ok(0), "nothing idle an hour yet");
+    h.clock.advance(Duration::from_secs(700));
+    assert_eq!(h.server.upkeep().await, Ok(1));
+    assert!(h.server.store.contains(&kept));
+    assert!(!h.server.store.contains(&idle), "evicted");
+    assert_eq!(h.get(&format!("/{idle}")).await.cache, "MISS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_store_refused_a_nar_it_is_asked_again_once_the_back_off_passed() {
+    let up = Upstream::start().await;
+    let h = Harness::start(config(&up.url()), 1 << 30).await;
+    assert!(h.server.store_accepting());
+    h.server.store_refused("the disk is full");
+    assert!(!h.server.store_accepting());
+    h.clock.advance(Duration::from_secs(4));
+    assert!(!h.server.store_accepting(), "still backing off");
+    h.clock.advance(Duration::from_secs(1));
+    assert!(
+        h.server.store_accepting(),
+        "five seconds later it tries again"
+    );
 }

@@ -28,7 +28,10 @@ async fn concurrent_misses_make_one_upstream_fetch_that_everyone_gets() {
             up.wait_for_requests(path, 1).await;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while h.server.metrics.coalesced(kind) < 7 {
-                assert!(std::time::Instant::now() < deadline, "the clients never joined");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the clients never joined"
+                );
                 // Polling for the event, not waiting for time to pass.
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
@@ -38,7 +41,11 @@ async fn concurrent_misses_make_one_upstream_fetch_that_everyone_gets() {
         assert_eq!(up.requests(path), 1, "{path}: one fetch");
         let mut statuses: Vec<&str> = replies.iter().map(|r| r.cache.as_str()).collect();
         statuses.sort();
-        assert_eq!(statuses, [["COALESCED"; 7].as_slice(), &["MISS"]].concat(), "{path}");
+        assert_eq!(
+            statuses,
+            [["COALESCED"; 7].as_slice(), &["MISS"]].concat(),
+            "{path}"
+        );
         for r in &replies {
             assert_eq!(r.status, 200, "{path}");
             assert_eq!(r.body.as_ref(), Some(&want), "{path}");
@@ -94,5 +101,9 @@ async fn the_size_bound_evicts_the_least_recently_used() {
     assert!(store.contains(&nars[0].0) && store.contains(&nars[2].0));
     assert!(!store.contains(&nars[1].0), "evicted");
     assert!(store.stats().bytes <= 1_000_000);
-    assert_eq!(h.get(&format!("/{}", nars[1].0)).await.cache, "MISS", "fetched again");
+    assert_eq!(
+        h.get(&format!("/{}", nars[1].0)).await.cache,
+        "MISS",
+        "fetched again"
+    );
 }

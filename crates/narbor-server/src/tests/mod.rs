@@ -56,56 +56,69 @@ impl Upstream {
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let arrived = Arc::new(Notify::new());
         let (gate, gate_rx) = watch::channel(true);
-        let (a, c, n) = (Arc::clone(&answers), Arc::clone(&counts), Arc::clone(&arrived));
+        let (a, c, n) = (
+            Arc::clone(&answers),
+            Arc::clone(&counts),
+            Arc::clone(&arrived),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (a, c, n, g) = (Arc::clone(&a), Arc::clone(&c), Arc::clone(&n), gate_rx.clone());
+                let (a, c, n, g) = (
+                    Arc::clone(&a),
+                    Arc::clone(&c),
+                    Arc::clone(&n),
+                    gate_rx.clone(),
+                );
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let (a, c, n, mut g) = (Arc::clone(&a), Arc::clone(&c), Arc::clone(&n), g.clone());
-                        async move {
-                            let path = req.uri().path().trim_start_matches('/').to_owned();
-                            *c.lock().unwrap().entry(path.clone()).or_default() += 1;
-                            n.notify_waiters();
-                            let _ = g.wait_for(|open| *open).await;
-                            let answer = a.lock().unwrap().get(&path).cloned();
-                            let resp = match answer {
-                                Some(Answer::Ok(body)) => hyper::Response::new(whole(body)),
-                                Some(Answer::Status(code)) => {
-                                    let mut r = hyper::Response::new(whole(Bytes::new()));
-                                    *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
-                                    r
-                                }
-                                Some(Answer::Cut(body)) => {
-                                    // The whole length promised, half sent,
-                                    // then the body fails: hyper closes the
-                                    // connection.
-                                    let half = body.slice(..body.len() / 2);
-                                    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-                                        Ok(Frame::data(half)),
-                                        Err(std::io::Error::other("cut")),
-                                    ];
-                                    let mut r = hyper::Response::new(BodyExt::boxed(
-                                        StreamBody::new(futures_util::stream::iter(frames)),
-                                    ));
-                                    r.headers_mut().insert(
-                                        hyper::header::CONTENT_LENGTH,
-                                        body.len().into(),
-                                    );
-                                    r
-                                }
-                                None => {
-                                    let mut r = hyper::Response::new(whole(Bytes::new()));
-                                    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                                    r
-                                }
-                            };
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<Incoming>| {
+                            let (a, c, n, mut g) =
+                                (Arc::clone(&a), Arc::clone(&c), Arc::clone(&n), g.clone());
+                            async move {
+                                let path = req.uri().path().trim_start_matches('/').to_owned();
+                                *c.lock().unwrap().entry(path.clone()).or_default() += 1;
+                                n.notify_waiters();
+                                let _ = g.wait_for(|open| *open).await;
+                                let answer = a.lock().unwrap().get(&path).cloned();
+                                let resp = match answer {
+                                    Some(Answer::Ok(body)) => hyper::Response::new(whole(body)),
+                                    Some(Answer::Status(code)) => {
+                                        let mut r = hyper::Response::new(whole(Bytes::new()));
+                                        *r.status_mut() =
+                                            hyper::StatusCode::from_u16(code).unwrap();
+                                        r
+                                    }
+                                    Some(Answer::Cut(body)) => {
+                                        // The whole length promised, half sent,
+                                        // then the body fails: hyper closes the
+                                        // connection.
+                                        let half = body.slice(..body.len() / 2);
+                                        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                                            Ok(Frame::data(half)),
+                                            Err(std::io::Error::other("cut")),
+                                        ];
+                                        let mut r = hyper::Response::new(BodyExt::boxed(
+                                            StreamBody::new(futures_util::stream::iter(frames)),
+                                        ));
+                                        r.headers_mut().insert(
+                                            hyper::header::CONTENT_LENGTH,
+                                            body.len().into(),
+                                        );
+                                        r
+                                    }
+                                    None => {
+                                        let mut r = hyper::Response::new(whole(Bytes::new()));
+                                        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                                        r
+                                    }
+                                };
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
@@ -196,7 +209,8 @@ pub(crate) fn config(upstream: &str) -> ServerConfig {
 
 impl Harness {
     pub async fn start(config: ServerConfig, max_size: u64) -> Harness {
-        let clock = ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let clock =
+            ManualClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         let dir = tempfile::tempdir().unwrap();
         let store = DiskStore::open_with_clock(
             StoreConfig {
@@ -206,10 +220,19 @@ impl Harness {
             as_store_clock(Arc::clone(&clock) as Arc<dyn Clock>),
         )
         .unwrap();
-        let server = Server::with_clock(config, Arc::new(store), Arc::clone(&clock) as Arc<dyn Clock>).unwrap();
+        let server = Server::with_clock(
+            config,
+            Arc::new(store),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(crate::serve(Arc::clone(&server), vec![listener], std::future::pending()));
+        tokio::spawn(crate::serve(
+            Arc::clone(&server),
+            vec![listener],
+            std::future::pending(),
+        ));
         Harness {
             addr,
             clock,
@@ -223,8 +246,15 @@ impl Harness {
         self.request(reqwest::Method::GET, path, &[]).await
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut req = self.client.request(method, format!("http://{}{path}", self.addr));
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("http://{}{path}", self.addr));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -257,7 +287,9 @@ pub(crate) struct Reply {
 
 /// A NAR's bytes and its URL path (`nar/<nix32 sha256>.nar`).
 pub(crate) fn nar(seed: u8, len: usize) -> (String, Bytes) {
-    let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
     let path = format!("nar/{}.nar", Sha256::digest(&bytes).to_nix32());
     (path, Bytes::from(bytes))
 }

@@ -28,7 +28,10 @@ async fn client_mistakes_are_4xx_with_a_reason() {
     assert_eq!(r.status, 405);
     assert_eq!(r.headers["allow"], "GET, HEAD");
     let r = h.request(Method::GET, "/_refresh", &[]).await;
-    assert_eq!((r.status, &r.headers["allow"]), (405, &"POST".parse().unwrap()));
+    assert_eq!(
+        (r.status, &r.headers["allow"]),
+        (405, &"POST".parse().unwrap())
+    );
     let r = h.request(Method::POST, "/_refresh", &[]).await;
     assert_eq!(r.status, 404, "no --oci");
     assert_eq!(h.get("/public-key").await.status, 404, "no key configured");
@@ -42,12 +45,20 @@ async fn a_range_outside_a_stored_nar_is_416_with_its_length() {
     let h = Harness::start(config(&up.url()), 1 << 30).await;
     assert_eq!(h.get(&format!("/{path}")).await.status, 200);
     let r = h
-        .request(Method::GET, &format!("/{path}"), &[("Range", "bytes=5000-")])
+        .request(
+            Method::GET,
+            &format!("/{path}"),
+            &[("Range", "bytes=5000-")],
+        )
         .await;
     assert_eq!(r.status, 416);
     assert_eq!(r.headers["content-range"], "bytes */1000");
     let r = h
-        .request(Method::GET, &format!("/{path}"), &[("Range", "bytes=10-19")])
+        .request(
+            Method::GET,
+            &format!("/{path}"),
+            &[("Range", "bytes=10-19")],
+        )
         .await;
     assert_eq!((r.status, r.body.as_deref()), (206, Some(&bytes[10..20])));
 }
@@ -86,4 +97,34 @@ async fn a_stored_nar_the_store_cannot_open_is_the_stores_500_not_an_upstreams_5
     let r = h.get(&format!("/{path}")).await;
     assert_eq!((r.status, r.cache.as_str()), (500, "ERROR"));
     assert_eq!(r.body.as_deref(), Some(&b"the cache's store failed\n"[..]));
+}
+
+/// A client that never finishes its request head is cut after
+/// `HEADER_TIMEOUT` (slowloris), while the others are served. On paused
+/// time: the timeout elapses as soon as everything else waits.
+#[tokio::test(start_paused = true)]
+async fn a_request_head_that_never_ends_is_cut_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let h = Harness::start(config(&up.url()), 1 << 30).await;
+    let mut slow = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    slow.write_all(b"GET /nix-cache-info HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    assert_eq!(h.get("/health").await.status, 200, "the others are served");
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 512];
+    // EOF, or an error response and then EOF: either way the server ends it.
+    loop {
+        match slow.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= crate::HEADER_TIMEOUT - std::time::Duration::from_secs(1)
+            && waited <= crate::HEADER_TIMEOUT + std::time::Duration::from_secs(1),
+        "cut after {waited:?}"
+    );
 }

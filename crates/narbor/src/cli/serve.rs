@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use narbor_server::{Protocol, Server, ServerConfig, Tls, UpstreamOptions};
@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_size = stats.max_size,
             "narbor serving"
         );
-        let maintenance = tokio::spawn(maintain(Arc::clone(&store), inactive));
+        let maintenance = tokio::spawn(maintain(Arc::clone(&server), Arc::clone(&store), inactive));
         let index_refresh = refresher.map(|oci| tokio::spawn(oci.run()));
         // Withdraw from mDNS as soon as shutdown starts, not after the drain.
         let shutdown = async move {
@@ -237,8 +237,9 @@ fn upkeep_interval(inactive: Duration) -> Duration {
     (inactive / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-/// Background upkeep: orphan files from a crash, access times, inactivity.
-async fn maintain(store: Arc<DiskStore>, inactive: Duration) {
+/// Background upkeep: orphan files from a crash, then every interval the
+/// server's upkeep (access times, inactivity).
+async fn maintain(server: Arc<Server>, store: Arc<DiskStore>, inactive: Duration) {
     let s = Arc::clone(&store);
     match tokio::task::spawn_blocking(move || s.sweep_orphans()).await {
         Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "swept files a crash left behind"),
@@ -249,20 +250,10 @@ async fn maintain(store: Arc<DiskStore>, inactive: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let s = Arc::clone(&store);
-        let result = tokio::task::spawn_blocking(move || {
-            s.flush_access_times()?;
-            if let Some(cutoff) = SystemTime::now().checked_sub(inactive) {
-                let evicted = s.evict_inactive(cutoff)?;
-                if !evicted.is_empty() {
-                    tracing::info!(evicted = evicted.len(), "evicted inactive objects");
-                }
-            }
-            Ok::<_, narbor_store::StoreError>(())
-        })
-        .await;
-        if let Ok(Err(e)) = result {
-            tracing::warn!("store upkeep failed: {e}");
+        match server.upkeep().await {
+            Ok(0) => {}
+            Ok(evicted) => tracing::info!(evicted, "evicted inactive objects"),
+            Err(e) => tracing::warn!("store upkeep failed: {e}"),
         }
     }
 }

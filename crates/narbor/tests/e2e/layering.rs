@@ -106,3 +106,18 @@ fn oci_and_publish_crates_keep_their_lanes() {
         );
     }
 }
+
+#[test]
+fn server_crate_keeps_its_lane() {
+    let server = crate_names(&dependency_tree("narbor-server"));
+    assert!(
+        server.iter().any(|n| n == "hyper"),
+        "tree looks wrong: {server:?}"
+    );
+    for forbidden in ["narbor-publish", "anyhow", "clap", "toml"] {
+        assert!(
+            !server.iter().any(|n| n == forbidden),
+            "narbor-server depends on {forbidden}, which docs/architecture.md forbids"
+        );
+    }
+}
