@@ -16,7 +16,7 @@ use narbor_proto::{PublicKey, SecretKey};
 use narbor_server::{Credentials, Netrc, Tls, TlsFiles, UpstreamBase};
 use serde::Deserialize;
 
-use crate::cli::units::{parse_duration, parse_size};
+use crate::units::{ByteSize, Span};
 
 /// The default listen address: loopback only, on narbor's own port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:37515";
@@ -230,11 +230,15 @@ impl ServeOptions {
     pub fn resolve(self) -> anyhow::Result<ServeSettings> {
         let size = |key: &str, v: Option<String>, default: &str| {
             let v = v.unwrap_or_else(|| default.to_owned());
-            parse_size(&v).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+            v.parse()
+                .map(ByteSize::bytes)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
         };
         let duration = |key: &str, v: Option<String>, default: &str| {
             let v = v.unwrap_or_else(|| default.to_owned());
-            parse_duration(&v).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+            v.parse()
+                .map(Span::duration)
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
         };
         if self.no_upstream && !self.upstreams.is_empty() {
             bail!("no-upstream and upstreams contradict each other: give one of them");

@@ -9,7 +9,6 @@ mod narinfo;
 mod oci;
 mod push;
 mod serve;
-pub(crate) mod units;
 
 use std::io::Read;
 use std::path::Path;
