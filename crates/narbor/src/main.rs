@@ -5,6 +5,7 @@
 
 mod cli;
 mod config;
+mod units;
 
 use std::process::ExitCode;
 

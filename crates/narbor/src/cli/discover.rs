@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use narbor_server::mdns::{self, FoundCache, ServiceKind};
 
-use super::units::parse_duration;
+use crate::units::Span;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,7 +23,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let timeout = parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let timeout = (args.timeout.parse::<Span>())
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
+        .duration();
     let caches = mdns::discover(timeout).context("cannot browse the LAN over mDNS")?;
     if caches.is_empty() {
         bail!(

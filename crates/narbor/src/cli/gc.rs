@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use narbor_publish::GcOptions;
 
 use super::oci::{client, runtime};
-use super::units::parse_duration;
+use crate::units::Span;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,8 +16,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     root: Vec<String>,
     /// Keep entries pushed more recently than this (e.g. 30d, 12h, 0s).
-    #[arg(long, default_value = "30d", value_parser = parse_duration)]
-    retention: std::time::Duration,
+    #[arg(long, default_value = "30d")]
+    retention: Span,
     /// Print the plan; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -32,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = client(&args.store)?;
     let opts = GcOptions {
         roots: args.root,
-        retention: args.retention,
+        retention: args.retention.duration(),
         dry_run: args.dry_run,
         migrate: args.migrate,
     };

@@ -1,6 +1,7 @@
 //! The subcommands and their dispatch.
 
 mod check_config;
+mod config_keys;
 mod discover;
 mod gc;
 mod keygen;
@@ -9,7 +10,6 @@ mod narinfo;
 mod oci;
 mod push;
 mod serve;
-pub(crate) mod units;
 
 use std::io::Read;
 use std::path::Path;
@@ -39,6 +39,9 @@ enum Command {
     Nar(nar::Command),
     /// Check a `narbor serve` config file without starting anything.
     CheckConfig(check_config::Args),
+    /// List `serve`'s settings: key, flag, environment variable, default.
+    #[command(hide = true)]
+    ConfigKeys(config_keys::Args),
     /// Run the pull-through cache (by default of https://cache.nixos.org on
     /// 127.0.0.1:37515).
     Serve(Box<serve::Args>),
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nar(cmd) => nar::run(cmd),
         Command::Serve(args) => serve::run(*args),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::ConfigKeys(args) => config_keys::run(args),
         Command::Discover(args) => discover::run(args),
         Command::Push(args) => push::run(args),
         Command::Gc(args) => gc::run(args),

@@ -13,6 +13,7 @@ mod lan;
 mod layering;
 mod oci;
 mod packaging;
+mod packaging_keys;
 mod packaging_module;
 mod protocol;
 mod registry;

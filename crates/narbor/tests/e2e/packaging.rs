@@ -1,47 +1,20 @@
-//! Packaging: the flake and NixOS module parse, the module's config keys and
-//! the example config agree, the systemd unit verifies, and the GitHub
-//! Actions workflows pass actionlint (with shellcheck) and never put
-//! `${{ }}` expressions, secrets least of all, into a `run:` script.
+//! Packaging: the flake and NixOS module parse, the systemd unit verifies,
+//! and the GitHub Actions workflows pass actionlint (with shellcheck) and
+//! never put `${{ }}` expressions, secrets least of all, into a `run:`
+//! script.
 //!
 //! No full nixpkgs exists offline, so nothing here builds the flake; what
 //! Nix 2.8 can do alone (parse every file, evaluate the CI's installables
-//! list and the example config) it does. `packaging_module.rs` evaluates the
-//! module with a real subset of nixpkgs; the flake's `checks.module` VM test
-//! covers the rest on a machine with nixpkgs.
+//! list) it does. `packaging_keys.rs` checks the example config, the docs'
+//! table and the module's keys against narbor's own list of keys;
+//! `packaging_module.rs` evaluates the module with a real subset of nixpkgs;
+//! the flake's `checks.module` VM test covers the rest on a machine with
+//! nixpkgs.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::{run_fails, run_ok, stderr_str, stdout_str};
-
-/// Every key narbor's config file has (the lead's config loader reads them).
-pub const CONFIG_KEYS: &[&str] = &[
-    "listen",
-    "cache-dir",
-    "max-size",
-    "inactive",
-    "upstreams",
-    "no-upstream",
-    "netrc-file",
-    "upstream-token-files",
-    "priority",
-    "narinfo-ttl",
-    "negative-ttl",
-    "upstream-timeout",
-    "trusted-keys",
-    "sign-key-file",
-    "stats-public",
-    "lan",
-    "tls-cert",
-    "tls-key",
-    "http-redirect-listen",
-    "oci",
-    "index-ttl",
-    "index-dir",
-    "refresh-token-file",
-    "log",
-];
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,143 +110,6 @@ fn parsing_catches_a_misspelt_name_outside_with() {
                 "{file} uses `with lib;`: typos would parse"
             );
         }
-    }
-}
-
-/// Panics unless every key is one narbor knows, with a value of its type.
-pub fn check_config_types(config: &serde_json::Map<String, serde_json::Value>) {
-    let lists = [
-        "listen",
-        "upstreams",
-        "upstream-token-files",
-        "trusted-keys",
-        "http-redirect-listen",
-    ];
-    for (key, value) in config {
-        assert!(
-            CONFIG_KEYS.contains(&key.as_str()),
-            "unknown config key {key}"
-        );
-        let ok = match key.as_str() {
-            k if lists.contains(&k) => value
-                .as_array()
-                .is_some_and(|items| items.iter().all(serde_json::Value::is_string)),
-            "no-upstream" | "stats-public" | "lan" => value.is_boolean(),
-            "priority" => value.is_u64(),
-            _ => value.is_string(),
-        };
-        assert!(ok, "{key} = {value} has the wrong type");
-    }
-}
-
-/// The example config, with its commented-out keys uncommented, as parsed
-/// by Nix's own TOML reader.
-fn example_config(uncomment: bool) -> serde_json::Map<String, serde_json::Value> {
-    let text = std::fs::read_to_string(repo_root().join("packaging/narbor.toml")).unwrap();
-    let text: String = text
-        .lines()
-        .map(|line| match line.strip_prefix('#') {
-            Some(rest) if uncomment && rest.starts_with(|c: char| c.is_ascii_lowercase()) => {
-                format!("{rest}\n")
-            }
-            _ => format!("{line}\n"),
-        })
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("narbor.toml");
-    std::fs::write(&file, text).unwrap();
-    let expr = format!("builtins.fromTOML (builtins.readFile {})", file.display());
-    match nix_eval_json(&expr) {
-        serde_json::Value::Object(map) => map,
-        other => panic!("not a table: {other}"),
-    }
-}
-
-#[test]
-fn example_config_has_every_key_with_its_type() {
-    let all = example_config(true);
-    let keys: Vec<&str> = all.keys().map(String::as_str).collect();
-    let mut expected = CONFIG_KEYS.to_vec();
-    expected.sort_unstable();
-    assert_eq!(keys, expected, "packaging/narbor.toml keys");
-
-    check_config_types(&all);
-
-    // Without uncommenting: the defaults, and none of the keys that have none.
-    let defaults = example_config(false);
-    for optional in [
-        "sign-key-file",
-        "tls-cert",
-        "tls-key",
-        "oci",
-        "refresh-token-file",
-    ] {
-        assert!(
-            !defaults.contains_key(optional),
-            "{optional} has no default"
-        );
-    }
-    assert_eq!(defaults["listen"], serde_json::json!(["127.0.0.1:37515"]));
-    assert_eq!(defaults["priority"], serde_json::json!(30));
-    assert_eq!(
-        defaults["upstreams"],
-        serde_json::json!(["https://cache.nixos.org"])
-    );
-}
-
-/// The keys the NixOS module writes into its generated config: the names in
-/// its `generated` block. Each must be a key narbor knows.
-#[test]
-fn module_writes_only_known_config_keys() {
-    let text = std::fs::read_to_string(repo_root().join("nix/module.nix")).unwrap();
-    let start = text
-        .find("  generated =")
-        .expect("module has a `generated` block");
-    let end = start + text[start..].find("\n\n").expect("end of `generated`");
-    let mut written = BTreeMap::new();
-    for line in text[start..end].lines() {
-        // Every `NAME = ` on the line, NAME made of [a-z-].
-        let mut rest = line;
-        while let Some(at) = rest.find(" = ") {
-            let before = &rest[..at];
-            let name_start = before
-                .rfind(|c: char| !(c.is_ascii_lowercase() || c == '-'))
-                .map_or(0, |i| i + 1);
-            let name = &before[name_start..];
-            if name.contains('-') || CONFIG_KEYS.contains(&name) {
-                written.insert(name.to_string(), ());
-            }
-            rest = &rest[at + 3..];
-        }
-    }
-    for key in written.keys() {
-        assert!(
-            CONFIG_KEYS.contains(&key.as_str()),
-            "module writes unknown key {key}"
-        );
-    }
-    // The options the module exposes map to these keys.
-    for key in [
-        "listen",
-        "cache-dir",
-        "max-size",
-        "upstreams",
-        "no-upstream",
-        "priority",
-        "trusted-keys",
-        "sign-key-file",
-        "stats-public",
-        "lan",
-        "tls-cert",
-        "tls-key",
-        "http-redirect-listen",
-        "oci",
-        "refresh-token-file",
-    ] {
-        assert!(
-            written.contains_key(key),
-            "module never writes {key}: {written:?}"
-        );
     }
 }
 
@@ -469,35 +305,4 @@ fn ci_installables_cover_packages_systems_and_shells() {
         r#"import ./.github/narbor/installables.nix { system = "x86_64-linux"; flake = { }; }"#,
     );
     assert_eq!(empty, serde_json::json!({ "build": [], "shells": [] }));
-}
-
-/// `CONFIG_KEYS` (and so the example config and the module) are exactly the
-/// options `narbor serve` has: a new option cannot be left out of them.
-#[test]
-fn config_keys_are_exactly_the_serve_options() {
-    let out = run_ok(crate::support::narbor().args(["serve", "--help"]));
-    let mut from_help: Vec<String> = stdout_str(&out)
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.trim_end_matches([',', '.', ')']).to_owned())
-        .filter(|w| !w.is_empty() && !matches!(w.as_str(), "config" | "help" | "version"))
-        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
-        .map(|w| match w.as_str() {
-            "upstream" => "upstreams".to_owned(),
-            "trusted-key" => "trusted-keys".to_owned(),
-            "upstream-token-file" => "upstream-token-files".to_owned(),
-            _ => w,
-        })
-        .collect();
-    from_help.sort();
-    from_help.dedup();
-    let mut keys: Vec<String> = CONFIG_KEYS.iter().map(|k| k.to_string()).collect();
-    keys.sort();
-    assert_eq!(from_help, keys, "serve's flags and the config keys differ");
-    // And narbor accepts the example config as shipped.
-    run_ok(
-        crate::support::narbor()
-            .arg("check-config")
-            .arg(repo_root().join("packaging/narbor.toml")),
-    );
 }

@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-use crate::packaging::{check_config_types, nix_eval_json, repo_root};
+use crate::packaging::{nix_eval_json, repo_root};
+use crate::packaging_keys::check_config_types;
 use crate::support::{nix_string, run_ok, stderr_str, stdout_str};
 
 /// The nixpkgs subset, beside the repository (`../shared`, as in CI). The
@@ -67,7 +68,7 @@ fn eval_json(expr: &str) -> Value {
 }
 
 /// The module evaluated with these `services.narbor` values (a Nix attrset).
-fn eval(user: &str) -> Value {
+pub fn eval(user: &str) -> Value {
     eval_with(user, "{ }")
 }
 
