@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::EntryKind;
+use crate::entry::EntryKind;
 
 /// What went wrong in the store.
 #[derive(Debug, Error)]
