@@ -4,8 +4,8 @@
 //!
 //! This module owns the order in which they change (the crate doc says which
 //! order and why), the write lock, the clock, eviction as a whole (the
-//! accounts pick victims; the index, the copies and the files lose them). It
-//! owns no transaction, no path and no encoding:
+//! accounts pick victims; the index, the copies and the files lose them) and
+//! admission by free space. It owns no transaction, no path and no encoding:
 //! those are the parts'. [`BlobWriter`]s reach the store only through
 //! [`Publish`], which `Inner` implements here.
 
@@ -26,6 +26,10 @@ use crate::hot::{HotDoc, HotDocs};
 use crate::index::{Index, Stored};
 use crate::key;
 use crate::layout::{BlobFile, Layout, TempFile};
+
+/// Free space [`DiskStore::admit`] requires on top of the object itself: room
+/// for the index to grow and for other blobs being written at the same time.
+pub const ADMISSION_HEADROOM: u64 = 4 << 20;
 
 /// Where a [`DiskStore`] lives and how much it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +272,25 @@ impl DiskStore {
         let (temp, file) = self.inner.layout.new_temp(key)?;
         let store: Arc<dyn Publish> = self.inner.clone();
         Ok(BlobWriter::new(store, key, temp, file))
+    }
+
+    /// Whether the disk under the store has room for an object of `len` bytes
+    /// (`None`, not known yet: the headroom alone) plus
+    /// [`ADMISSION_HEADROOM`]. A fill asks before it writes anything, and
+    /// passes the object through unstored when refused
+    /// ([`StoreError::NoRoom`]). It checks free space only, not `max_size`:
+    /// eviction keeps that bound after the object is committed.
+    pub fn admit(&self, len: Option<u64>) -> Result<(), StoreError> {
+        let free = self.inner.layout.free_space()?;
+        let needed = len.unwrap_or(0).saturating_add(ADMISSION_HEADROOM);
+        if free < needed {
+            return Err(StoreError::NoRoom {
+                path: self.inner.layout.dir().to_path_buf(),
+                free,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// Removes `key`; returns whether it was stored. A reader holding the

@@ -1,7 +1,7 @@
 //! The store's files: its directories, where a blob's file lives, temp files
 //! for blobs being written, placing one as a blob (rename and fsyncs),
-//! deleting and opening blob files, and the sweep of files nothing accounts
-//! for.
+//! deleting and opening blob files, the free space under the store, and the
+//! sweep of files nothing accounts for.
 //!
 //! ```text
 //! <dir>/index.redb                the index (opened by `index`, only named here)
@@ -108,6 +108,15 @@ impl Layout {
             count += 1;
         }
         Ok(count)
+    }
+
+    /// Bytes that unprivileged writers may still use on the filesystem under
+    /// the store (statvfs of `tmp/`, where blobs are written; `blobs/` is on
+    /// the same filesystem, as renames between them require).
+    pub fn free_space(&self) -> Result<u64, StoreError> {
+        let stat =
+            rustix::fs::statvfs(&self.tmp).map_err(|e| io_err("statvfs", &self.tmp)(e.into()))?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Where blobs are written.

@@ -13,6 +13,9 @@
 //! from `spawn_blocking`. It knows nothing of HTTP, upstreams or Nix formats
 //! beyond "a key is a cache URL path"; the server validates what it stores.
 //!
+//! Before it writes a blob, a caller asks [`DiskStore::admit`] whether the
+//! disk has room for it.
+//!
 //! # Layout
 //!
 //! ```text
@@ -29,12 +32,12 @@
 //!
 //! ```text
 //! disk        DiskStore: composes the parts below under one write lock, in the
-//!             order this doc describes; eviction as a whole
+//!             order this doc describes; eviction as a whole; admission
 //! blob        BlobWriter: bytes, running hash, checks; commits through the
 //!             narrow `Publish` trait that `disk` implements
 //! index       the redb database and every transaction on it (record: the
 //!             encoding of its values)
-//! layout      the files: paths, temp files, rename and fsync, sweep
+//! layout      the files: paths, temp files, rename and fsync, free space, sweep
 //! accounting  sizes, the total, last accesses, which keys to evict
 //! hot         copies of recently read documents
 //! key, error, entry    leaves: key rules, the error type, plain values
@@ -116,6 +119,6 @@ mod layout;
 mod tests;
 
 pub use blob::BlobWriter;
-pub use disk::{DiskStore, StoreConfig, StoreStats};
+pub use disk::{DiskStore, StoreConfig, StoreStats, ADMISSION_HEADROOM};
 pub use entry::{Document, EntryInfo, EntryKind};
 pub use error::{IntegrityCheck, StoreError};
