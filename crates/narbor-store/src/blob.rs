@@ -4,18 +4,14 @@
 //! Like pingora-cache's storage handles, a writer must be finished: dropping it
 //! without [`BlobWriter::commit`] aborts the write and deletes its temp file,
 //! so nothing half-written is ever visible. Writes go straight to the file,
-//! unbuffered, so readers tailing [`BlobWriter::temp_path`] see every byte as
-//! soon as `write_all` returns.
+//! unbuffered, so a [`BlobWriter::reader`] sees every byte as soon as
+//! `write_all` returns.
 //!
 //! This module owns the writer's side of a blob: the bytes, their running hash
 //! and count, the checks before a commit (expected size and sha256, fsync, the
 //! length on disk). It does not own where the file lives (`layout`'s
 //! [`TempFile`]) or what a commit does to the store: it hands the finished
 //! file to the store through [`Publish`], the one thing it knows of it.
-//!
-//! For tailing readers: open the temp file while the writer is alive. After a
-//! commit the same file (same inode) is in `blobs/`; after an abort it is
-//! unlinked, and an open handle still reads what was written.
 
 use std::fmt;
 use std::fs::File;
@@ -73,7 +69,19 @@ impl BlobWriter {
         &self.key
     }
 
-    /// The file being written, for readers that tail it.
+    /// A new reader of the blob being written, for clients that tail it.
+    ///
+    /// It reads the very file being written (opened read-only), so positioned
+    /// reads up to [`written`](Self::written) bytes see every byte written so
+    /// far. It stays valid after the writer is gone: after a commit it reads
+    /// the stored blob (the same file, renamed), after an abort the deleted
+    /// file, up to what was written.
+    pub fn reader(&self) -> Result<File, StoreError> {
+        let path = self.temp.path();
+        File::open(path).map_err(io_err("open for reading", path))
+    }
+
+    /// The file being written. Readers should use [`reader`](Self::reader).
     pub fn temp_path(&self) -> &Path {
         self.temp.path()
     }

@@ -14,7 +14,9 @@
 //! beyond "a key is a cache URL path"; the server validates what it stores.
 //!
 //! Before it writes a blob, a caller asks [`DiskStore::admit`] whether the
-//! disk has room for it.
+//! disk has room for it; while it writes, [`BlobWriter::reader`] hands out
+//! readers of the bytes written so far, so clients can be served before the
+//! blob is complete.
 //!
 //! # Layout
 //!
