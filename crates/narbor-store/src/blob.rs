@@ -16,7 +16,6 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use narbor_proto::hash::{HashingCounter, Sha256};
@@ -81,8 +80,9 @@ impl BlobWriter {
         File::open(path).map_err(io_err("open for reading", path))
     }
 
-    /// The file being written. Readers should use [`reader`](Self::reader).
-    pub fn temp_path(&self) -> &Path {
+    /// The file being written.
+    #[cfg(test)]
+    pub(crate) fn temp_path(&self) -> &std::path::Path {
         self.temp.path()
     }
 

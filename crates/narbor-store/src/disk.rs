@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
@@ -382,11 +382,6 @@ impl DiskStore {
     /// Where the blob `key` lives (whether or not it is stored).
     pub fn blob_path(&self, key: &str) -> Result<PathBuf, StoreError> {
         self.inner.layout.blob_path(key)
-    }
-
-    /// The store's temp directory, where [`BlobWriter`]s write.
-    pub fn tmp_dir(&self) -> &Path {
-        self.inner.layout.tmp()
     }
 }
 

@@ -119,11 +119,6 @@ impl Layout {
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
-    /// Where blobs are written.
-    pub fn tmp(&self) -> &Path {
-        &self.tmp
-    }
-
     /// `blobs/<first two chars of name>/<name>` for the blob `key`.
     pub fn blob_path(&self, key: &str) -> Result<PathBuf, StoreError> {
         key::blob_path(&self.blobs, key)

@@ -16,7 +16,8 @@
 //! Before it writes a blob, a caller asks [`DiskStore::admit`] whether the
 //! disk has room for it; while it writes, [`BlobWriter::reader`] hands out
 //! readers of the bytes written so far, so clients can be served before the
-//! blob is complete.
+//! blob is complete. Callers get open files ([`DiskStore::open_blob`],
+//! [`BlobWriter::reader`]), never a path of a file being written.
 //!
 //! # Layout
 //!
