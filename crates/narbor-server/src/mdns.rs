@@ -414,11 +414,12 @@ fn instance_name(fullname: &str, kind: ServiceKind) -> String {
 }
 
 /// This machine's host name as one DNS label: its first label, with anything
-/// but letters, digits and `-` replaced by `-`.
+/// but letters, digits and `-` replaced by `-`. The name is the kernel's (what
+/// `uname -n` prints, for this UTS namespace); unreadable, the label is
+/// `narbor`.
 fn host_label() -> String {
-    let uname = rustix::system::uname();
-    let node = uname.nodename().to_string_lossy();
-    label_of(&node)
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    label_of(node.trim())
 }
 
 fn label_of(node: &str) -> String {

@@ -20,8 +20,6 @@ use crate::verify::{Intake, IntakeError, NarCheck};
 /// How long narbor passes NARs through after the store refused one, before it
 /// tries storing again.
 const STORE_REFUSAL_BACKOFF: Duration = Duration::from_secs(5);
-/// Free space a NAR fill leaves for the index and other fills in flight.
-const STORE_HEADROOM: u64 = 4 << 20;
 
 /// How a NAR fill ended, when it did not fail.
 pub(crate) enum NarFilled {
@@ -149,8 +147,8 @@ impl Server {
         report.upstream = opened.upstream;
         let mut intake = opened.intake(true)?;
         let total = intake.file_len(&opened.check);
-        if let Err(why) = self.has_room(total) {
-            self.store_refused(&why);
+        if let Err(why) = self.store.admit(total) {
+            self.store_refused(&why.to_string());
             return Ok(NarFilled::Bypass);
         }
         let store = Arc::clone(&self.store);
@@ -167,7 +165,7 @@ impl Server {
             }
         };
         let reader =
-            Arc::new(std::fs::File::open(writer.temp_path()).map_err(|e| {
+            Arc::new(writer.reader().map_err(|e| {
                 FillError::new(StoreError, format!("cannot reopen temp file: {e}"))
             })?);
         tx.send_replace(FillState::Streaming {
@@ -312,20 +310,5 @@ impl Server {
             );
         }
         *until = Some(self.clock.now() + STORE_REFUSAL_BACKOFF);
-    }
-
-    /// Whether the disk under the store has room for an object of `len` bytes
-    /// (unknown: the headroom alone), checked before a fill writes anything.
-    fn has_room(&self, len: Option<u64>) -> Result<(), String> {
-        let stat =
-            rustix::fs::statvfs(self.store.tmp_dir()).map_err(|e| format!("statvfs: {e}"))?;
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-        let needed = len.unwrap_or(0).saturating_add(STORE_HEADROOM);
-        if free < needed {
-            return Err(format!(
-                "{free} bytes free on the cache's disk, {needed} needed"
-            ));
-        }
-        Ok(())
     }
 }

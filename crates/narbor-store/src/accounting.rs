@@ -1,10 +1,11 @@
 //! In-memory accounts: every key's size and last access, the total, and which
 //! keys to evict.
 //!
-//! This module only keeps accounts; it never touches the index or the disk.
-//! `disk` loads it from the index at open, updates it after every index commit,
-//! and asks it for victims (like pingora's eviction manager, whose `admit`
-//! returns victims the caller deletes).
+//! This module only keeps accounts; it never touches the index or the disk,
+//! and it is not synchronised. `disk` holds it behind a mutex, loads it from
+//! the index at open, updates it after every index commit, and asks it for
+//! victims (like pingora's eviction manager, whose `admit` returns victims the
+//! caller deletes).
 //!
 //! Access times are kept as a *stamp*: unix nanoseconds, forced strictly
 //! increasing, so two accesses in the same second (or under a clock that steps
@@ -12,8 +13,9 @@
 //! reopen accesses less than a second apart may tie; ties break by key.
 
 use std::collections::{BinaryHeap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::EntryKind;
+use crate::entry::EntryKind;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -26,6 +28,13 @@ pub(crate) struct Meta {
     pub kind: EntryKind,
     /// Accessed since the index last recorded its access time.
     pub dirty: bool,
+}
+
+/// Unix nanoseconds of `t`, the unit of stamps (0 before the epoch,
+/// saturating in the year 2554).
+pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A stamp in whole unix seconds, as the index stores access times.
@@ -283,5 +292,16 @@ mod tests {
         a.mark_flushed("a", 11 * S);
         assert!(!a.get("a").unwrap().dirty);
         assert_eq!(stamp_secs(a.get("a").unwrap().stamp), 11);
+    }
+
+    #[test]
+    fn times_become_stamps_without_panicking() {
+        use std::time::Duration;
+        assert_eq!(unix_nanos(UNIX_EPOCH + Duration::from_secs(2)), 2 * S);
+        assert_eq!(unix_nanos(UNIX_EPOCH - Duration::from_secs(5)), 0);
+        assert_eq!(
+            stamp_secs(unix_nanos(UNIX_EPOCH + Duration::from_secs(7))),
+            7
+        );
     }
 }

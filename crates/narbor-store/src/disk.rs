@@ -1,33 +1,60 @@
-//! [`DiskStore`]: open, read, write, remove and evict, keeping the redb index,
-//! the blob files and the in-memory accounts in step.
+//! [`DiskStore`]: the store's public face, composing the index (`index`), the
+//! files (`layout`), the accounts (`accounting`) and the hot documents (`hot`)
+//! under one write lock, so that they change together.
 //!
-//! The blob write path (temp file, hashing, verification, rename, index) is in `blob`;
-//! the orphan sweep is in `sweep`. The crate doc says in which order things
-//! reach the disk and why.
+//! This module owns the order in which they change (the crate doc says which
+//! order and why), the write lock, the clock, eviction as a whole (the
+//! accounts pick victims; the index, the copies and the files lose them) and
+//! admission by free space. It owns no transaction, no path and no encoding:
+//! those are the parts'. [`BlobWriter`]s reach the store only through
+//! [`Publish`], which `Inner` implements here.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File};
-use std::io;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
-use redb::{Database, ReadableTable, ReadableTableMetadata};
 use tracing::{debug, info, warn};
 
-use crate::accounting::{self, Accounting};
-use crate::error::{io_err, IndexOp, IndexResult};
+use crate::accounting::{self, unix_nanos, Accounting};
+use crate::blob::{BlobWriter, Publish};
+use crate::entry::{Document, EntryInfo, EntryKind};
+use crate::error::StoreError;
 use crate::hot::{HotDoc, HotDocs};
-use crate::index::{self, Record, META, OBJECTS};
-use crate::{key, BlobWriter, Document, EntryInfo, EntryKind, StoreConfig, StoreError, StoreStats};
+use crate::index::{Index, Stored};
+use crate::key;
+use crate::layout::{BlobFile, Layout, TempFile};
 
-/// The redb page cache. Documents are read through it; entry metadata is also
-/// in memory, so it only needs to hold the hot documents. The OS page cache
-/// serves the rest.
-const INDEX_CACHE_BYTES: usize = 64 << 20;
+/// Free space [`DiskStore::admit`] requires on top of the object itself: room
+/// for the index to grow and for other blobs being written at the same time.
+pub const ADMISSION_HEADROOM: u64 = 4 << 20;
+
+/// Where a [`DiskStore`] lives and how much it may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The store's directory; created if missing.
+    pub dir: PathBuf,
+    /// The most bytes of objects (blob files plus document bodies) kept after
+    /// any put or commit: past it, the least recently used objects are evicted.
+    pub max_size: u64,
+}
+
+/// What the store holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Number of entries.
+    pub objects: u64,
+    /// Sum of their sizes.
+    pub bytes: u64,
+    /// The configured bound.
+    pub max_size: u64,
+    /// Objects evicted to stay within `max_size` since the store was opened.
+    pub evicted_for_size: u64,
+    /// Objects evicted as inactive ([`DiskStore::evict_inactive`]) since the store was opened.
+    pub evicted_inactive: u64,
+}
 
 /// The source of "now": the system clock, or a fake one in tests.
 pub type Clock = Box<dyn Fn() -> SystemTime + Send + Sync>;
@@ -37,36 +64,24 @@ pub struct DiskStore {
     inner: Arc<Inner>,
 }
 
-/// Everything the store and its blob writers share.
-pub(crate) struct Inner {
-    pub(crate) blobs: PathBuf,
-    pub(crate) tmp: PathBuf,
-    index_path: PathBuf,
+/// Everything the store and its blob writers share. Only this module sees
+/// its fields.
+struct Inner {
+    layout: Layout,
+    index: Index,
     max_size: u64,
-    pub(crate) db: Database,
     /// Held for every change to the index or to `blobs/` (see the crate doc).
-    /// Lock order: `mutate`, then `accounts`, then `live_temps`; `hot` is
-    /// taken alone.
+    /// Lock order: `mutate`, then `accounts`, then the layout's registry of
+    /// live temp files; `hot` is taken alone.
     mutate: Mutex<()>,
-    pub(crate) accounts: Mutex<Accounting>,
-    /// File names in `tmp/` that belong to a live [`BlobWriter`]: registered
-    /// before the file is created, released after it is gone.
-    pub(crate) live_temps: Mutex<HashSet<String>>,
+    accounts: Mutex<Accounting>,
     /// Copies of recently read documents. A leaf lock: nothing else is taken
     /// while it is held.
     hot: Mutex<HotDocs>,
-    next_temp: AtomicU64,
     /// Evictions since open, for [`StoreStats`].
     evicted_for_size: AtomicU64,
     evicted_inactive: AtomicU64,
     clock: Clock,
-}
-
-/// What opening a blob file found.
-enum BlobFile {
-    Ok(File),
-    Missing,
-    WrongSize(u64),
 }
 
 impl DiskStore {
@@ -85,35 +100,18 @@ impl DiskStore {
     /// time: access times, inactivity, `stored_at`).
     pub fn open_with_clock(config: StoreConfig, clock: Clock) -> Result<DiskStore, StoreError> {
         let started = Instant::now();
-        let dir = config.dir;
-        let blobs = dir.join("blobs");
-        let tmp = dir.join("tmp");
-        for d in [&dir, &blobs, &tmp] {
-            fs::create_dir_all(d).map_err(io_err("create directory", d))?;
-        }
-        let index_path = dir.join("index.redb");
+        let layout = Layout::create(config.dir)?;
         // The index first: its file lock makes this process the directory's only
         // owner, so emptying tmp/ cannot destroy another process's writes.
-        let db = redb::Builder::new()
-            .set_cache_size(INDEX_CACHE_BYTES)
-            .create(&index_path)
-            .ctx(IndexOp {
-                path: &index_path,
-                op: "open",
-                key: None,
-            })?;
-        let cleared = empty_dir(&tmp)?;
+        let index = Index::open(layout.index_path())?;
+        let cleared = layout.empty_tmp()?;
         let inner = Inner {
-            blobs,
-            tmp,
-            index_path,
+            layout,
+            index,
             max_size: config.max_size,
-            db,
             mutate: Mutex::new(()),
             accounts: Mutex::new(Accounting::default()),
-            live_temps: Mutex::new(HashSet::new()),
             hot: Mutex::new(HotDocs::default()),
-            next_temp: AtomicU64::new(0),
             evicted_for_size: AtomicU64::new(0),
             evicted_inactive: AtomicU64::new(0),
             clock,
@@ -125,7 +123,7 @@ impl DiskStore {
         let evicted = store.evict_to_limit()?;
         let stats = store.stats();
         info!(
-            dir = %dir.display(),
+            dir = %store.inner.layout.dir().display(),
             objects = stats.objects,
             bytes = stats.bytes,
             max_size = stats.max_size,
@@ -154,23 +152,20 @@ impl DiskStore {
             }
             hot.epoch()
         };
-        let Some(value) = inner.read_value(key)? else {
-            return Ok(None);
+        let doc = match inner.index.get(key)? {
+            None => return Ok(None),
+            Some(Stored::Document(doc)) => doc,
+            Some(Stored::Blob { .. }) => {
+                return Err(wrong_kind(key, EntryKind::Document, EntryKind::Blob))
+            }
         };
-        let record = Record::decode(key, &value)?;
-        if record.kind != EntryKind::Document {
-            return Err(wrong_kind(key, EntryKind::Document, record.kind));
-        }
-        let stored_at = index::from_unix_secs(record.stored_at);
-        // The body is the value past its header: no copy.
-        let body = Bytes::from(value).slice(index::HEADER_LEN..);
-        let doc = HotDoc {
-            body: body.clone(),
-            stored_at,
+        let copy = HotDoc {
+            body: doc.body.clone(),
+            stored_at: doc.stored_at,
         };
-        inner.hot().fill(epoch, key, doc);
+        inner.hot().fill(epoch, key, copy);
         inner.touch(key);
-        Ok(Some(Document { body, stored_at }))
+        Ok(Some(doc))
     }
 
     /// Stores `body` under `key`, replacing whatever was there (a blob's file
@@ -180,33 +175,16 @@ impl DiskStore {
         let inner = &self.inner;
         let guard = inner.lock_mutate();
         let now = inner.now();
-        let record = Record::document(body, index::unix_secs(now));
-        let op = inner.index_op("put document", Some(key));
-        let txn = inner.db.begin_write().ctx(op)?;
-        let old_kind = {
-            let mut table = txn.open_table(OBJECTS).ctx(op)?;
-            let old = table.insert(key, record.encode().as_slice()).ctx(op)?;
-            let old_kind = old.map(|old| Record::decode(key, old.value()).map(|r| r.kind).ok());
-            let mut meta = txn.open_table(META).ctx(op)?;
-            meta.insert(key, record.encode_header().as_slice())
-                .ctx(op)?;
-            old_kind
-        };
-        let committed = txn.commit();
+        let put = inner.index.put_document(key, body, now);
         // After the commit (a reader refilling meanwhile would keep the old
         // body), and also when it failed.
         inner.hot().invalidate(key);
-        committed.ctx(op)?;
-        inner.accounts().insert(
-            key,
-            EntryKind::Document,
-            body.len() as u64,
-            index::unix_nanos(now),
-        );
-        if let Some(old_kind) = old_kind {
-            if old_kind != Some(EntryKind::Document) {
-                inner.delete_blob_file(key);
-            }
+        let replaced_blob = put?;
+        inner
+            .accounts()
+            .insert(key, EntryKind::Document, body.len() as u64, unix_nanos(now));
+        if replaced_blob {
+            inner.layout.delete_blob(key);
         }
         inner.evict_after_insert(&guard, key);
         Ok(())
@@ -222,44 +200,22 @@ impl DiskStore {
         let inner = &self.inner;
         let guard = inner.lock_mutate();
         let now = inner.now();
-        let op = inner.index_op("put documents", None);
-        let txn = inner.db.begin_write().ctx(op)?;
-        let mut replaced_blobs = Vec::new();
-        {
-            let mut table = txn.open_table(OBJECTS).ctx(op)?;
-            let mut meta = txn.open_table(META).ctx(op)?;
-            for (key, body) in docs {
-                let record = Record::document(body, index::unix_secs(now));
-                meta.insert(*key, record.encode_header().as_slice())
-                    .ctx(op)?;
-                let old = table.insert(*key, record.encode().as_slice()).ctx(op)?;
-                let old_kind = old.map(|old| Record::decode(key, old.value()).map(|r| r.kind).ok());
-                if matches!(old_kind, Some(k) if k != Some(EntryKind::Document)) {
-                    replaced_blobs.push(*key);
-                }
-            }
-        }
-        let committed = txn.commit();
+        let put = inner.index.put_documents(docs, now);
         {
             let mut hot = inner.hot();
             for (key, _) in docs {
                 hot.invalidate(key);
             }
         }
-        committed.ctx(op)?;
+        let replaced_blobs = put?;
         {
             let mut accounts = inner.accounts();
             for (key, body) in docs {
-                accounts.insert(
-                    key,
-                    EntryKind::Document,
-                    body.len() as u64,
-                    index::unix_nanos(now),
-                );
+                accounts.insert(key, EntryKind::Document, body.len() as u64, unix_nanos(now));
             }
         }
         for key in replaced_blobs {
-            inner.delete_blob_file(key);
+            inner.layout.delete_blob(key);
         }
         if let Some((last, _)) = docs.last() {
             inner.evict_after_insert(&guard, last);
@@ -280,7 +236,7 @@ impl DiskStore {
         let Some(size) = inner.blob_size(key)? else {
             return Ok(None);
         };
-        if let BlobFile::Ok(file) = open_blob_file(&path, size)? {
+        if let BlobFile::Ok(file) = inner.layout.open_blob(&path, size)? {
             inner.touch(key);
             return Ok(Some((file, size)));
         }
@@ -290,7 +246,7 @@ impl DiskStore {
         let Some(size) = inner.blob_size(key)? else {
             return Ok(None);
         };
-        let problem = match open_blob_file(&path, size)? {
+        let problem = match inner.layout.open_blob(&path, size)? {
             BlobFile::Ok(file) => {
                 inner.touch(key);
                 return Ok(Some((file, size)));
@@ -312,12 +268,28 @@ impl DiskStore {
     /// Nothing is visible until [`BlobWriter::commit`]; dropping the writer
     /// deletes the file.
     pub fn begin_blob(&self, key: &str) -> Result<BlobWriter, StoreError> {
-        let name = key::blob_file_name(key)?;
-        let seq = self.inner.next_temp.fetch_add(1, Ordering::Relaxed);
-        // Short enough for any filesystem, and still says which blob it is.
-        let shown: String = name.chars().take(100).collect();
-        let temp_name = format!("{seq:08}-{shown}");
-        BlobWriter::create(Arc::clone(&self.inner), key, temp_name)
+        let (temp, file) = self.inner.layout.new_temp(key)?;
+        let store: Arc<dyn Publish> = self.inner.clone();
+        Ok(BlobWriter::new(store, key, temp, file))
+    }
+
+    /// Whether the disk under the store has room for an object of `len` bytes
+    /// (`None`, not known yet: the headroom alone) plus
+    /// [`ADMISSION_HEADROOM`]. A fill asks before it writes anything, and
+    /// passes the object through unstored when refused
+    /// ([`StoreError::NoRoom`]). It checks free space only, not `max_size`:
+    /// eviction keeps that bound after the object is committed.
+    pub fn admit(&self, len: Option<u64>) -> Result<(), StoreError> {
+        let free = self.inner.layout.free_space()?;
+        let needed = len.unwrap_or(0).saturating_add(ADMISSION_HEADROOM);
+        if free < needed {
+            return Err(StoreError::NoRoom {
+                path: self.inner.layout.dir().to_path_buf(),
+                free,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// Removes `key`; returns whether it was stored. A reader holding the
@@ -348,7 +320,7 @@ impl DiskStore {
     pub fn evict_inactive(&self, cutoff: SystemTime) -> Result<Vec<String>, StoreError> {
         let inner = &self.inner;
         let guard = inner.lock_mutate();
-        let victims = inner.accounts().inactive_victims(index::unix_nanos(cutoff));
+        let victims = inner.accounts().inactive_victims(unix_nanos(cutoff));
         let removed = inner.remove_locked(&guard, &victims)?;
         inner.count_evictions(&inner.evicted_inactive, removed.len());
         Ok(removed)
@@ -364,22 +336,11 @@ impl DiskStore {
         if dirty.is_empty() {
             return Ok(());
         }
-        let op = inner.index_op("flush access times", None);
-        let txn = inner.db.begin_write().ctx(op)?;
-        {
-            let mut table = txn.open_table(META).ctx(op)?;
-            for (key, stamp) in &dirty {
-                let Some(mut value) = table.get(key.as_str()).ctx(op)?.map(|v| v.value().to_vec())
-                else {
-                    continue;
-                };
-                if Record::decode_header(key, &value).is_ok() {
-                    index::set_last_access(&mut value, accounting::stamp_secs(*stamp));
-                    table.insert(key.as_str(), value.as_slice()).ctx(op)?;
-                }
-            }
-        }
-        txn.commit().ctx(op)?;
+        inner.index.flush_access_times(
+            dirty
+                .iter()
+                .map(|(key, stamp)| (key.as_str(), accounting::stamp_secs(*stamp))),
+        )?;
         let mut accounts = inner.accounts();
         for (key, stamp) in &dirty {
             accounts.mark_flushed(key, *stamp);
@@ -393,7 +354,11 @@ impl DiskStore {
     /// it in the background after open; it holds the store's write lock only to
     /// delete each orphan it found.
     pub fn sweep_orphans(&self) -> Result<usize, StoreError> {
-        crate::sweep::sweep(&self.inner)
+        let inner = &self.inner;
+        inner.layout.sweep(
+            |key| inner.accounts().get(key).map(|meta| meta.kind) == Some(EntryKind::Blob),
+            || inner.lock_mutate(),
+        )
     }
 
     /// How many objects and bytes the store holds (from memory, no I/O).
@@ -410,107 +375,77 @@ impl DiskStore {
 
     /// Every entry of the index, in key order.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, StoreError> {
-        let inner = &self.inner;
-        let op = inner.index_op("list entries", None);
-        let txn = inner.db.begin_read().ctx(op)?;
-        let table = txn.open_table(META).ctx(op)?;
-        let mut entries = Vec::with_capacity(usize::try_from(table.len().ctx(op)?).unwrap_or(0));
-        for item in table.iter().ctx(op)? {
-            let (key, value) = item.ctx(op)?;
-            let key = key.value();
-            let record = Record::decode_header(key, value.value())?;
-            entries.push(EntryInfo {
-                key: key.to_owned(),
-                kind: record.kind,
-                size: record.size,
-                stored_at: index::from_unix_secs(record.stored_at),
-            });
-        }
-        Ok(entries)
+        self.inner.index.entries()
     }
 
     /// Where the blob `key` lives (whether or not it is stored).
     pub fn blob_path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        key::blob_path(&self.inner.blobs, key)
-    }
-
-    /// The store's temp directory, where [`BlobWriter`]s write.
-    pub fn tmp_dir(&self) -> &Path {
-        &self.inner.tmp
+        self.inner.layout.blob_path(key)
     }
 }
 
 impl fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskStore")
-            .field("index", &self.inner.index_path)
+            .field("index", &self.inner.index.path())
             .field("max_size", &self.inner.max_size)
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
-    pub(crate) fn now(&self) -> SystemTime {
+    fn now(&self) -> SystemTime {
         (self.clock)()
     }
 
-    pub(crate) fn lock_mutate(&self) -> MutexGuard<'_, ()> {
+    fn lock_mutate(&self) -> MutexGuard<'_, ()> {
         self.mutate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn hot(&self) -> MutexGuard<'_, HotDocs> {
+    fn hot(&self) -> MutexGuard<'_, HotDocs> {
         self.hot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn accounts(&self) -> MutexGuard<'_, Accounting> {
+    fn accounts(&self) -> MutexGuard<'_, Accounting> {
         self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn live_temps(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.live_temps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn index_op<'a>(&'a self, op: &'static str, key: Option<&'a str>) -> IndexOp<'a> {
-        IndexOp {
-            path: &self.index_path,
-            op,
-            key,
+    /// Reads the index's headers into the accounts; removes entries that do
+    /// not decode.
+    fn load(&self) -> Result<(), StoreError> {
+        let corrupt = {
+            let mut accounts = self.accounts();
+            accounts.reserve(usize::try_from(self.index.len()?).unwrap_or(0));
+            self.index.for_each_header(|key, kind, size, last_access| {
+                accounts.load(key, kind, size, last_access)
+            })?
+        };
+        if !corrupt.is_empty() {
+            let guard = self.lock_mutate();
+            self.remove_locked(&guard, &corrupt)?;
         }
+        Ok(())
     }
 
     fn touch(&self, key: &str) {
-        let now = index::unix_nanos(self.now());
+        let now = unix_nanos(self.now());
         self.accounts().touch(key, now);
-    }
-
-    /// A copy of the index value of `key`.
-    fn read_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let op = self.index_op("read", Some(key));
-        let txn = self.db.begin_read().ctx(op)?;
-        let table = txn.open_table(OBJECTS).ctx(op)?;
-        let value = table.get(key).ctx(op)?;
-        Ok(value.map(|v| v.value().to_vec()))
     }
 
     /// The recorded size of the blob `key`, or `None` if it is not stored;
     /// `WrongKind` if it is a document.
     fn blob_size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let Some(value) = self.read_value(key)? else {
-            return Ok(None);
-        };
-        let record = Record::decode(key, &value)?;
-        match record.kind {
-            EntryKind::Blob => Ok(Some(record.size)),
-            kind => Err(wrong_kind(key, EntryKind::Blob, kind)),
+        match self.index.get(key)? {
+            None => Ok(None),
+            Some(Stored::Blob { size }) => Ok(Some(size)),
+            Some(Stored::Document(_)) => Err(wrong_kind(key, EntryKind::Blob, EntryKind::Document)),
         }
     }
 
     /// Evicts down to the limit after `key` was stored, sparing `key` unless it
     /// alone exceeds the limit. The insert already succeeded, so a failure here
     /// is logged, not returned: the caller's object is stored.
-    pub(crate) fn evict_after_insert(&self, guard: &MutexGuard<'_, ()>, key: &str) {
+    fn evict_after_insert(&self, guard: &MutexGuard<'_, ()>, key: &str) {
         let victims = self.accounts().lru_victims(self.max_size, Some(key));
         match self.remove_locked(guard, &victims) {
             Ok(removed) => self.count_evictions(&self.evicted_for_size, removed.len()),
@@ -522,10 +457,10 @@ impl Inner {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Removes `keys` from the index in one transaction, then from the
-    /// accounts, then deletes their files. Returns the keys that were stored.
-    /// The caller holds `mutate` (the guard proves it).
-    pub(crate) fn remove_locked(
+    /// Removes `keys` from the index in one transaction, then from the hot
+    /// copies and the accounts, then deletes their files. Returns the keys that
+    /// were stored. The caller holds `mutate` (the guard proves it).
+    fn remove_locked(
         &self,
         _mutating: &MutexGuard<'_, ()>,
         keys: &[String],
@@ -533,29 +468,15 @@ impl Inner {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let op = self.index_op("remove", keys.first().map(String::as_str));
-        let txn = self.db.begin_write().ctx(op)?;
-        // (key, whether a file may exist)
-        let mut removed: Vec<(&str, bool)> = Vec::with_capacity(keys.len());
+        let removed = self.index.remove(keys);
         {
-            let mut table = txn.open_table(OBJECTS).ctx(op)?;
-            let mut meta = txn.open_table(META).ctx(op)?;
-            for key in keys {
-                meta.remove(key.as_str()).ctx(op)?;
-                if let Some(old) = table.remove(key.as_str()).ctx(op)? {
-                    let kind = Record::decode(key, old.value()).map(|r| r.kind).ok();
-                    removed.push((key, kind != Some(EntryKind::Document)));
-                }
-            }
-        }
-        let committed = txn.commit();
-        {
+            // Also when the commit failed, when what the index holds is uncertain.
             let mut hot = self.hot();
             for key in keys {
                 hot.invalidate(key);
             }
         }
-        committed.ctx(op)?;
+        let removed = removed?;
         {
             // Also forgets keys the index did not have, so the accounts cannot
             // keep a phantom entry that eviction picks forever.
@@ -564,32 +485,37 @@ impl Inner {
                 accounts.remove(key);
             }
         }
-        for &(key, may_have_file) in &removed {
-            if may_have_file {
-                self.delete_blob_file(key);
+        for gone in &removed {
+            if gone.may_have_file {
+                self.layout.delete_blob(&gone.key);
             }
         }
-        if !removed.is_empty() {
-            debug!(
-                count = removed.len(),
-                first = removed[0].0,
-                "removed objects"
-            );
+        if let Some(first) = removed.first() {
+            debug!(count = removed.len(), first = first.key, "removed objects");
         }
-        Ok(removed.into_iter().map(|(key, _)| key.to_owned()).collect())
+        Ok(removed.into_iter().map(|gone| gone.key).collect())
     }
+}
 
-    /// Deletes the file of blob `key` if there is one. A failure is logged: the
-    /// file is then an orphan, which `sweep_orphans` deletes later.
-    fn delete_blob_file(&self, key: &str) {
-        let Ok(path) = key::blob_path(&self.blobs, key) else {
-            return;
-        };
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => warn!(key, path = %path.display(), error = %e, "cannot delete a blob file"),
+impl Publish for Inner {
+    /// The rename, the index commit and the accounts change under the write
+    /// lock, so eviction, removal and the orphan sweep see all of it or none.
+    fn publish(&self, key: &str, temp: &mut TempFile, size: u64) -> Result<(), StoreError> {
+        let guard = self.lock_mutate();
+        let path = self.layout.place(temp, key)?;
+        let now = self.now();
+        let indexed = self.index.put_blob(key, size, now);
+        // The key may have held a document: its copy in memory goes (also if
+        // the commit failed, when what the index holds is uncertain).
+        self.hot().invalidate(key);
+        if let Err(e) = indexed {
+            self.layout.unplace(key, &path);
+            return Err(e);
         }
+        self.accounts()
+            .insert(key, EntryKind::Blob, size, unix_nanos(now));
+        self.evict_after_insert(&guard, key);
+        Ok(())
     }
 }
 
@@ -599,45 +525,4 @@ fn wrong_kind(key: &str, expected: EntryKind, actual: EntryKind) -> StoreError {
         expected,
         actual,
     }
-}
-
-fn open_blob_file(path: &Path, size: u64) -> Result<BlobFile, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BlobFile::Missing),
-        Err(e) => return Err(io_err("open", path)(e)),
-    };
-    let len = file.metadata().map_err(io_err("stat", path))?.len();
-    Ok(if len == size {
-        BlobFile::Ok(file)
-    } else {
-        BlobFile::WrongSize(len)
-    })
-}
-
-/// Deletes everything in `dir`; returns how many entries it held.
-fn empty_dir(dir: &Path) -> Result<usize, StoreError> {
-    let mut count = 0;
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let path = entry.map_err(io_err("list", dir))?.path();
-        let removed = if path.is_dir() && !path.is_symlink() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.map_err(io_err("delete", &path))?;
-        count += 1;
-    }
-    Ok(count)
-}
-
-/// fsyncs a directory, so renames into it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::EntryKind;
+use crate::entry::EntryKind;
 
 /// What went wrong in the store.
 #[derive(Debug, Error)]
@@ -57,6 +57,18 @@ pub enum StoreError {
         check: IntegrityCheck,
         expected: String,
         actual: String,
+    },
+    /// The filesystem under the store has less free space than the object
+    /// asked for plus [`ADMISSION_HEADROOM`](crate::ADMISSION_HEADROOM)
+    /// ([`DiskStore::admit`](crate::DiskStore::admit)). Nothing was written.
+    #[error("no room on the disk under {path}: {free} bytes free, {needed} needed", path = path.display())]
+    NoRoom {
+        /// The store's directory.
+        path: PathBuf,
+        /// Bytes free for unprivileged writers.
+        free: u64,
+        /// The object's length (if known) plus the headroom.
+        needed: u64,
     },
     /// A write to this blob failed earlier, so what is on disk is not what was
     /// hashed; the writer can only be dropped.

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// The longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 512;

@@ -13,6 +13,12 @@
 //! from `spawn_blocking`. It knows nothing of HTTP, upstreams or Nix formats
 //! beyond "a key is a cache URL path"; the server validates what it stores.
 //!
+//! Before it writes a blob, a caller asks [`DiskStore::admit`] whether the
+//! disk has room for it; while it writes, [`BlobWriter::reader`] hands out
+//! readers of the bytes written so far, so clients can be served before the
+//! blob is complete. Callers get open files ([`DiskStore::open_blob`],
+//! [`BlobWriter::reader`]), never a path of a file being written.
+//!
 //! # Layout
 //!
 //! ```text
@@ -21,6 +27,23 @@
 //! <dir>/blobs/<2 chars>/<name>    blob files; blob keys are `nar/<name>`,
 //!                                 <2 chars> are the first two characters of <name>
 //! <dir>/tmp/                      blobs being written; emptied at open
+//! ```
+//!
+//! # Modules
+//!
+//! Each owns one thing; the arrows only point down this list (no cycles):
+//!
+//! ```text
+//! disk        DiskStore: composes the parts below under one write lock, in the
+//!             order this doc describes; eviction as a whole; admission
+//! blob        BlobWriter: bytes, running hash, checks; commits through the
+//!             narrow `Publish` trait that `disk` implements
+//! index       the redb database and every transaction on it (record: the
+//!             encoding of its values)
+//! layout      the files: paths, temp files, rename and fsync, free space, sweep
+//! accounting  sizes, the total, last accesses, which keys to evict
+//! hot         copies of recently read documents
+//! key, error, entry    leaves: key rules, the error type, plain values
 //! ```
 //!
 //! # Why redb
@@ -88,80 +111,17 @@
 mod accounting;
 mod blob;
 mod disk;
+mod entry;
 mod error;
 mod hot;
 mod index;
 pub mod key;
-mod load;
-mod sweep;
+mod layout;
 
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
-use std::path::PathBuf;
-use std::time::SystemTime;
-
 pub use blob::BlobWriter;
-pub use disk::{Clock, DiskStore};
+pub use disk::{Clock, DiskStore, StoreConfig, StoreStats, ADMISSION_HEADROOM};
+pub use entry::{Document, EntryInfo, EntryKind};
 pub use error::{IntegrityCheck, StoreError};
-
-/// Where a [`DiskStore`] lives and how much it may hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// The store's directory; created if missing.
-    pub dir: PathBuf,
-    /// The most bytes of objects (blob files plus document bodies) kept after
-    /// any put or commit: past it, the least recently used objects are evicted.
-    pub max_size: u64,
-}
-
-/// A document and when it was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Document {
-    pub body: bytes::Bytes,
-    pub stored_at: SystemTime,
-}
-
-/// Which kind of object an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// Stored inline in the index.
-    Document,
-    /// Stored as a file under `blobs/`.
-    Blob,
-}
-
-impl fmt::Display for EntryKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EntryKind::Document => "document",
-            EntryKind::Blob => "blob",
-        })
-    }
-}
-
-/// One index entry, as [`DiskStore::entries`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryInfo {
-    pub key: String,
-    pub kind: EntryKind,
-    /// Bytes: the blob file's length or the document body's.
-    pub size: u64,
-    pub stored_at: SystemTime,
-}
-
-/// What the store holds right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Number of entries.
-    pub objects: u64,
-    /// Sum of their sizes.
-    pub bytes: u64,
-    /// The configured bound.
-    pub max_size: u64,
-    /// Objects evicted to stay within `max_size` since the store was opened.
-    pub evicted_for_size: u64,
-    /// Objects evicted as inactive ([`DiskStore::evict_inactive`]) since the store was opened.
-    pub evicted_inactive: u64,
-}

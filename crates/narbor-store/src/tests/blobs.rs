@@ -171,12 +171,12 @@ fn readers_keep_reading_a_removed_blob() {
 }
 
 #[test]
-fn a_reader_tailing_the_temp_file_sees_every_byte() {
+fn a_reader_tailing_the_writer_sees_every_byte() {
     let fx = Fixture::new();
     let store = fx.open(1 << 20);
     let key = nar_key(7);
     let mut w = store.begin_blob(&key).unwrap();
-    let mut tail = fs::File::open(w.temp_path()).unwrap();
+    let mut tail = w.reader().unwrap();
     w.write_all(b"first ").unwrap();
     let mut seen = Vec::new();
     tail.read_to_end(&mut seen).unwrap();
@@ -185,6 +185,60 @@ fn a_reader_tailing_the_temp_file_sees_every_byte() {
     w.commit(None).unwrap();
     tail.read_to_end(&mut seen).unwrap();
     assert_eq!(seen, b"first second");
+}
+
+/// As the server reads: positioned reads up to `written()`, from a reader
+/// taken before the first byte, on another thread than the writer's.
+#[test]
+fn positioned_reads_up_to_written_match_the_committed_blob() {
+    use std::os::unix::fs::FileExt;
+    let fx = Fixture::new();
+    let store = fx.open(1 << 30);
+    let key = nar_key(8);
+    let data = bytes(8, 300_001);
+    let mut w = store.begin_blob(&key).unwrap();
+    let reader = w.reader().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u64>();
+    let tailer = thread::spawn(move || {
+        let mut seen = Vec::new();
+        for written in rx {
+            let mut buf = vec![0u8; written as usize - seen.len()];
+            reader.read_exact_at(&mut buf, seen.len() as u64).unwrap();
+            seen.extend(buf);
+        }
+        seen
+    });
+    for chunk in data.chunks(4099) {
+        w.write_all(chunk).unwrap();
+        tx.send(w.written()).unwrap();
+    }
+    w.commit(Some((Sha256::digest(&data), data.len() as u64)))
+        .unwrap();
+    drop(tx);
+    assert_eq!(tailer.join().unwrap(), data);
+    assert_eq!(read_blob(&store, &key).unwrap(), data);
+}
+
+#[test]
+fn a_reader_outlives_an_aborted_write_and_cannot_write() {
+    let fx = Fixture::new();
+    let store = fx.open(1 << 20);
+    let key = nar_key(9);
+    let mut w = store.begin_blob(&key).unwrap();
+    w.write_all(b"partial").unwrap();
+    let mut reader = w.reader().unwrap();
+    assert!(
+        std::io::Write::write_all(&mut reader, b"evil").is_err(),
+        "a reader is read-only"
+    );
+    let temp = w.temp_path().to_path_buf();
+    drop(w);
+    assert!(!temp.exists());
+    let mut seen = Vec::new();
+    reader.read_to_end(&mut seen).unwrap();
+    assert_eq!(seen, b"partial");
+    assert!(files_under(&fx.dir().join("tmp")).is_empty());
+    assert!(!store.contains(&key));
 }
 
 #[test]

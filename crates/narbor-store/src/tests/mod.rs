@@ -2,6 +2,7 @@
 //! time matters. Each file holds one concern; `security` holds the key and
 //! traversal tests.
 
+mod admit;
 mod blobs;
 mod crash;
 mod documents;

@@ -1,4 +1,4 @@
-//! The redb index's tables and the fixed binary encoding of their values.
+//! The fixed binary encoding of the index's values.
 //!
 //! Table `objects` maps a key to:
 //!
@@ -12,25 +12,16 @@
 //! `last_access` can be patched in place when access times are flushed.
 //!
 //! Table `meta` maps the same keys to the same 26-byte header without the body.
-//! It is what the store reads at open and patches when it flushes access times,
-//! so neither touches document bodies. Every write changes both tables in one
-//! transaction; `meta`'s `last_access` is the one that counts (the copy in
-//! `objects` is the time of the write). A store written before `meta` existed
-//! gets it built at its first open (see `disk`).
+//! `meta`'s `last_access` is the one that counts (the copy in `objects` is the
+//! time of the write).
 //!
-//! This module only encodes and decodes; transactions live in `disk`.
+//! This module only encodes and decodes bytes; the tables and every
+//! transaction on them are its parent's (`index`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::TableDefinition;
-
-use crate::{EntryKind, StoreError};
-
-/// The only table: key -> encoded entry.
-pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
-
-/// key -> the header of the key's `objects` value (no body).
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+use crate::entry::EntryKind;
+use crate::error::StoreError;
 
 /// The encoding version this code writes and reads.
 pub(crate) const FORMAT_VERSION: u8 = 1;
@@ -185,12 +176,6 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Unix nanoseconds of `t` (0 before the epoch, saturating in the year 2554).
-pub(crate) fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// The time `secs` unix seconds (clamped instead of overflowing).
 pub(crate) fn from_unix_secs(secs: u64) -> SystemTime {
     UNIX_EPOCH
@@ -276,7 +261,6 @@ mod tests {
     fn times_convert_without_panicking() {
         assert_eq!(unix_secs(from_unix_secs(1234)), 1234);
         assert_eq!(unix_secs(UNIX_EPOCH - Duration::from_secs(5)), 0);
-        assert_eq!(unix_nanos(from_unix_secs(2)), 2_000_000_000);
         let _ = from_unix_secs(u64::MAX);
     }
 }
