@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use narbor_proto::text::shorten;
 use reqwest::header;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::Mutex;
@@ -432,9 +433,7 @@ pub(crate) fn summarize_errors(text: &str) -> Option<String> {
     let e = v.get("errors")?.as_array()?.first()?;
     let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
     let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
-    let mut s = format!("{code}: {msg}");
-    s.truncate(300);
-    Some(s)
+    Some(shorten(&format!("{code}: {msg}"), 300))
 }
 
 /// The digests named by `BLOB_UNKNOWN`/`MANIFEST_BLOB_UNKNOWN` errors.
@@ -534,6 +533,20 @@ mod tests {
             scope_actions(Some("repository:h:5000/x:delete"), "h:5000/x"),
             vec!["delete"]
         );
+    }
+
+    /// The regression: `String::truncate(300)` panicked when byte 300 fell
+    /// inside a character of the registry's message.
+    #[test]
+    fn bug_long_error_message_cut_inside_a_character_panicked() {
+        // "DENIED: x" is 9 bytes: byte 300 is inside an 'é'.
+        let body = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"x{}"}}]}}"#,
+            "é".repeat(400)
+        );
+        let s = summarize_errors(&body).unwrap();
+        assert!(s.starts_with("DENIED: xé") && s.ends_with("é…"), "{s}");
+        assert_eq!(s.chars().count(), 301);
     }
 
     #[test]

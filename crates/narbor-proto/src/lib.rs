@@ -20,6 +20,7 @@ pub mod netrc;
 pub mod nixbase32;
 pub mod signing;
 pub mod store_path;
+pub mod text;
 pub mod url;
 
 pub use cache_info::CacheInfo;
