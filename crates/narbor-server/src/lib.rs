@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 
 pub use app::Server;
 pub use credentials::{Credential, Credentials, Netrc};
-pub use dashboard::Snapshot;
+pub use dashboard::{human_bytes, Snapshot};
 pub use metrics::{MetricsSource, Sample, SampleKind};
 pub use status::CacheStatus;
 pub use tls::{Tls, TlsError, TlsFiles};
