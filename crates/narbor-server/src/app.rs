@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use narbor_proto::nar::listing;
 use narbor_proto::{CacheUrl, NarInfo};
 use narbor_store::DiskStore;
 
@@ -282,7 +283,13 @@ impl Server {
                     None => Ok(Bytes::from(local.text)),
                 }
             }
-            CacheUrl::Listing(_) | CacheUrl::Realisation { .. } => {
+            CacheUrl::Listing(_) => {
+                // Not serde_json: Nix writes names as raw bytes (a `.ls` need
+                // not be UTF-8) and serde_json stops at 62 directories deep.
+                listing::parse_json(&body).map_err(|e| format!("invalid listing: {e}"))?;
+                Ok(body)
+            }
+            CacheUrl::Realisation { .. } => {
                 serde_json::from_slice::<serde_json::Value>(&body)
                     .map_err(|e| format!("not JSON: {e}"))?;
                 Ok(body)
