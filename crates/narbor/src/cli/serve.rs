@@ -96,8 +96,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let server =
             Server::new(config, Arc::clone(&store)).context("setting up the upstream client")?;
         let stats = store.stats();
+        // What was bound, not what was asked (`--listen 127.0.0.1:0`).
+        let bound: Vec<String> = listeners
+            .iter()
+            .filter_map(|(l, protocol)| {
+                let scheme = match protocol {
+                    Protocol::Https(_) => "https",
+                    Protocol::Http | Protocol::RedirectToHttps { .. } => "http",
+                };
+                Some(format!("{scheme}://{}", l.local_addr().ok()?))
+            })
+            .collect();
         tracing::info!(
             ?listen,
+            ?bound,
             upstreams = ?server.upstreams.bases(),
             cache_dir = %cache_dir.display(),
             objects = stats.objects,
