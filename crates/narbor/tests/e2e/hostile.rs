@@ -283,7 +283,12 @@ fn a_dripping_upstream_holds_up_no_one_else() {
         let (narbor, slow) = (Arc::clone(&narbor), slow.clone());
         std::thread::spawn(move || narbor.get(&format!("/{slow}")))
     };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_for(
+        "the dripping fill to start",
+        std::time::Duration::from_secs(10),
+        || narbor.log_text(),
+        || (upstream.requests(&slow) == 1).then_some(()),
+    );
     for _ in 0..5 {
         assert_eq!(narbor.get(&format!("/{fast}")).status, 200);
         assert_eq!(narbor.get("/nix-cache-info").status, 200);
@@ -739,7 +744,12 @@ fn a_slow_reader_never_holds_a_fill_hostage() {
         }
         total
     });
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    wait_for(
+        "the slow client's fill to start",
+        std::time::Duration::from_secs(10),
+        || narbor.log_text(),
+        || (upstream.requests(&key) == 1).then_some(()),
+    );
     // A fast client of the same fill gets everything while the slow one crawls.
     let fast = narbor.get(&format!("/{key}"));
     assert_eq!((fast.status, fast.complete), (200, true));
