@@ -3,7 +3,9 @@
 # by libFuzzer, on the stable toolchain: the same instrumentation cargo-fuzz
 # uses, without its nightly-only sanitizer flags (narbor forbids unsafe code).
 # A crash fails the run and leaves its input in fuzz/artifacts/TARGET/; turn it
-# into a named regression test.
+# into a named regression test. fuzz/seeds/TARGET/, when there is one, holds
+# inputs captured from the real tools (e.g. `.ls` files Nix wrote) that the
+# run starts from besides its own corpus.
 #
 #   scripts/fuzz.sh            # 15 s per target (what CI runs)
 #   scripts/fuzz.sh 600        # longer, locally
@@ -24,9 +26,11 @@ failed=0
 for t in $targets; do
   [ -n "$only" ] && [ "$t" != "$only" ] && continue
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  corpora=("fuzz/corpus/$t")
+  [ -d "fuzz/seeds/$t" ] && corpora+=("fuzz/seeds/$t")
   echo "fuzz: $t for ${seconds}s"
   if ! "$CARGO_TARGET_DIR/$triple/release/$t" -max_total_time="$seconds" -print_final_stats=1 \
-      -artifact_prefix="fuzz/artifacts/$t/" "fuzz/corpus/$t" > "fuzz/artifacts/$t.log" 2>&1; then
+      -artifact_prefix="fuzz/artifacts/$t/" "${corpora[@]}" > "fuzz/artifacts/$t.log" 2>&1; then
     echo "fuzz: $t FOUND A CRASH:" >&2
     tail -30 "fuzz/artifacts/$t.log" >&2
     failed=1

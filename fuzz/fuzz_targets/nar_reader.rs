@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole.is_ok(), chunked.is_ok());
     if let (Ok(a), Ok(b)) = (whole, chunked) {
         assert_eq!(a.nar_hash, b.nar_hash);
-        let _ = nar::listing::to_json(a.listing.as_ref().expect("listing requested"));
+        // The listing of any archive prints as a `.ls` that reads back.
+        let listing = a.listing.expect("listing requested");
+        let json = nar::listing::to_json(&listing);
+        assert_eq!(nar::listing::parse_json(&json).as_ref(), Ok(&listing));
     }
 });

@@ -4,21 +4,23 @@
 //! current credentials (a bearer token, or basic auth), answers a 401 by
 //! running the challenge it carries (fetching a token with the union of the
 //! actions asked for so far), refreshes a token before it expires, and retries
-//! 429, 5xx and connection failures with exponential backoff, honouring
-//! `Retry-After`. Redirects are followed by hand (see [`RegistryClient::get_blob`])
+//! 429, 5xx and connection failures as the client's [`RetryPolicy`] says
+//! (`retry.rs`). Redirects are followed by hand (see [`RegistryClient::get_blob`])
 //! so that the `Authorization` header never goes to another host.
 //! Uploads live in `upload.rs`.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{self, HeaderMap};
+use narbor_proto::text::shorten;
+use reqwest::header;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use tokio::sync::Mutex;
 
 use crate::auth::{Challenge, Credentials};
+use crate::retry::{retry_after, transient, Attempt, RetryPolicy};
 use crate::{Digest, OciError, StoreRef};
 
 /// The manifest types narbor asks for (docker-registry needs the `Accept`
@@ -27,28 +29,6 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+
 
 /// The largest manifest narbor reads (the spec suggests registries accept 4 MiB).
 pub(crate) const MAX_MANIFEST: usize = 8 << 20;
-
-/// How hard to try before giving up on a request.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts in total, the first one included.
-    pub attempts: u32,
-    /// The first pause; each next one doubles, up to `max_delay`.
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// Five attempts over about 8 s: rides out a registry restart or a
-    /// rate-limit window without hanging a push for minutes.
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Counters of what this client did, for summaries and tests.
 #[derive(Debug, Default)]
@@ -136,6 +116,10 @@ impl RegistryClient {
         self
     }
 
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     pub fn store(&self) -> &StoreRef {
         &self.store
     }
@@ -177,85 +161,67 @@ impl RegistryClient {
         retry: bool,
         build: &(dyn Fn(RequestBuilder) -> RequestBuilder + Sync),
     ) -> Result<Response, OciError> {
-        let mut attempt = 0u32;
-        let mut reauthenticated = false;
-        loop {
-            attempt += 1;
-            let can_retry = retry && attempt < self.retry.attempts;
-            let mut req = build(self.http.request(method.clone(), url.clone()));
-            if self.same_origin(url) {
-                if let Some(h) = self.auth_header().await? {
-                    req = req.header(header::AUTHORIZATION, h);
+        let policy = if retry { self.retry } else { RetryPolicy::ONCE };
+        // Answer one 401 by authenticating, not more.
+        let reauthenticated = &AtomicBool::new(false);
+        let method = &method;
+        policy
+            .run(op, &self.stats.retries, || async move {
+                let mut req = build(self.http.request(method.clone(), url.clone()));
+                if self.same_origin(url) {
+                    if let Some(h) = self.auth_header().await? {
+                        req = req.header(header::AUTHORIZATION, h);
+                    }
                 }
-            }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) if can_retry => {
-                    let delay = self.backoff(attempt, None);
-                    tracing::warn!(op, error = %e.without_url(), ?delay, "request failed; retrying");
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(delay).await;
-                    continue;
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let reason = error_chain(&e.without_url());
+                        return Ok(Attempt::Retry {
+                            why: format!("request failed: {reason}"),
+                            last: Err(OciError::Transport {
+                                op: op.to_owned(),
+                                reason,
+                            }),
+                            retry_after: None,
+                        });
+                    }
+                };
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED
+                    && self.same_origin(url)
+                    && !reauthenticated.swap(true, Ordering::Relaxed)
+                {
+                    let challenge = resp
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    self.authenticate(op, challenge.as_deref()).await?;
+                    return Ok(Attempt::Again);
                 }
-                Err(e) => {
-                    return Err(OciError::Transport {
-                        op: op.to_owned(),
-                        reason: error_chain(&e.without_url()),
-                    })
+                if status == StatusCode::UNAUTHORIZED {
+                    let detail = error_detail(resp).await;
+                    return Err(OciError::Auth {
+                        host: self.store.host.clone(),
+                        reason: format!(
+                            "{op}: refused after authenticating{}; check the credentials and that they may {}",
+                            detail.map(|d| format!(" ({d})")).unwrap_or_default(),
+                            if method == Method::GET || method == Method::HEAD { "read" } else { "write and delete" }
+                        ),
+                    });
                 }
-            };
-            let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !reauthenticated && self.same_origin(url) {
-                reauthenticated = true;
-                let challenge = resp
-                    .headers()
-                    .get(header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                self.authenticate(op, challenge.as_deref()).await?;
-                attempt -= 1;
-                continue;
-            }
-            if status == StatusCode::UNAUTHORIZED {
-                let detail = error_detail(resp).await;
-                return Err(OciError::Auth {
-                    host: self.store.host.clone(),
-                    reason: format!(
-                        "{op}: refused after authenticating{}; check the credentials and that they may {}",
-                        detail.map(|d| format!(" ({d})")).unwrap_or_default(),
-                        if method == Method::GET || method == Method::HEAD { "read" } else { "write and delete" }
-                    ),
-                });
-            }
-            let transient = status == StatusCode::TOO_MANY_REQUESTS
-                || matches!(status.as_u16(), 500 | 502 | 503 | 504);
-            if transient && can_retry {
-                let delay = self.backoff(attempt, retry_after(resp.headers()));
-                tracing::warn!(
-                    op,
-                    status = status.as_u16(),
-                    ?delay,
-                    "registry busy or failing; retrying"
-                );
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            return Ok(resp);
-        }
-    }
-
-    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self
-            .retry
-            .base_delay
-            .saturating_mul(1u32 << (attempt - 1).min(16));
-        let d = retry_after.unwrap_or(exp).min(self.retry.max_delay);
-        // Up to 25 % jitter so parallel uploads do not retry in lockstep.
-        let mut b = [0u8; 2];
-        let _ = getrandom::getrandom(&mut b);
-        d + d.mul_f64(f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX) / 4.0)
+                if transient(status) {
+                    return Ok(Attempt::Retry {
+                        why: format!("the registry answered {status}"),
+                        retry_after: retry_after(resp.headers()),
+                        last: Ok(resp),
+                    });
+                }
+                Ok(Attempt::Done(resp))
+            })
+            .await
     }
 
     /// The `Authorization` value to send now, refreshing a token about to expire.
@@ -370,33 +336,40 @@ impl RegistryClient {
                 &format!("repository:{}:{}", self.store.name, acts.join(",")),
             );
         }
-        let mut attempt = 0;
-        let resp = loop {
-            attempt += 1;
-            let mut req = self.http.get(url.clone());
-            if let Some(c) = &self.credentials {
-                req = req.basic_auth(&c.username, Some(c.password()));
-            }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            match req.send().await {
-                Ok(r)
-                    if (r.status().is_server_error() || r.status() == 429)
-                        && attempt < self.retry.attempts =>
-                {
-                    tokio::time::sleep(self.backoff(attempt, retry_after(r.headers()))).await;
-                }
-                Ok(r) => break r,
-                Err(_) if attempt < self.retry.attempts => {
-                    tokio::time::sleep(self.backoff(attempt, None)).await;
-                }
-                Err(e) => {
-                    return Err(auth_err(format!(
-                        "token endpoint: {}",
-                        error_chain(&e.without_url())
-                    )))
-                }
-            }
-        };
+        let (url, auth_err) = (&url, &auth_err);
+        let resp = self
+            .retry
+            .run(
+                "fetching a registry token",
+                &self.stats.retries,
+                || async move {
+                    let mut req = self.http.get(url.clone());
+                    if let Some(c) = &self.credentials {
+                        req = req.basic_auth(&c.username, Some(c.password()));
+                    }
+                    self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                    match req.send().await {
+                        Ok(r) if transient(r.status()) => Ok(Attempt::Retry {
+                            why: format!("the token server answered {}", r.status()),
+                            retry_after: retry_after(r.headers()),
+                            last: Ok(r),
+                        }),
+                        Ok(r) => Ok(Attempt::Done(r)),
+                        Err(e) => {
+                            let e = auth_err(format!(
+                                "token endpoint: {}",
+                                error_chain(&e.without_url())
+                            ));
+                            Ok(Attempt::Retry {
+                                why: e.to_string(),
+                                last: Err(e),
+                                retry_after: None,
+                            })
+                        }
+                    }
+                },
+            )
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             return Err(auth_err(
@@ -441,11 +414,6 @@ impl RegistryClient {
     }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 pub(crate) fn status_error(op: &str, status: u16, detail: Option<String>) -> OciError {
     OciError::Status {
         op: op.to_owned(),
@@ -465,9 +433,7 @@ pub(crate) fn summarize_errors(text: &str) -> Option<String> {
     let e = v.get("errors")?.as_array()?.first()?;
     let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
     let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
-    let mut s = format!("{code}: {msg}");
-    s.truncate(300);
-    Some(s)
+    Some(shorten(&format!("{code}: {msg}"), 300))
 }
 
 /// The digests named by `BLOB_UNKNOWN`/`MANIFEST_BLOB_UNKNOWN` errors.
@@ -567,6 +533,20 @@ mod tests {
             scope_actions(Some("repository:h:5000/x:delete"), "h:5000/x"),
             vec!["delete"]
         );
+    }
+
+    /// The regression: `String::truncate(300)` panicked when byte 300 fell
+    /// inside a character of the registry's message.
+    #[test]
+    fn bug_long_error_message_cut_inside_a_character_panicked() {
+        // "DENIED: x" is 9 bytes: byte 300 is inside an 'é'.
+        let body = format!(
+            r#"{{"errors":[{{"code":"DENIED","message":"x{}"}}]}}"#,
+            "é".repeat(400)
+        );
+        let s = summarize_errors(&body).unwrap();
+        assert!(s.starts_with("DENIED: xé") && s.ends_with("é…"), "{s}");
+        assert_eq!(s.chars().count(), 301);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use narbor_proto::text::shorten;
 use narbor_proto::Sha256;
 
 use crate::OciError;
@@ -20,7 +21,7 @@ impl Digest {
     /// Parses `sha256:<64 lower-case hex>`; any other algorithm or spelling is
     /// an error (a registry never names content otherwise).
     pub fn parse(s: &str) -> Result<Self, OciError> {
-        let bad = |reason: &str| OciError::invalid(format!("digest {:?}", truncate(s)), reason);
+        let bad = |reason: &str| OciError::invalid(format!("digest {:?}", shorten(s, 80)), reason);
         let hex = s
             .strip_prefix("sha256:")
             .ok_or_else(|| bad("only sha256 digests are supported"))?;
@@ -40,10 +41,6 @@ impl Digest {
     pub fn sha256(&self) -> &Sha256 {
         &self.0
     }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
 }
 
 impl fmt::Display for Digest {

@@ -46,6 +46,12 @@ impl OciError {
         }
     }
 
+    /// True when the registry failed the operation (unreachable, or a
+    /// status): an upload started again from its POST may pass.
+    pub fn may_pass_on_restart(&self) -> bool {
+        matches!(self, OciError::Transport { .. } | OciError::Status { .. })
+    }
+
     /// True for a 404 from the registry.
     pub fn is_not_found(&self) -> bool {
         matches!(self, OciError::Status { status: 404, .. })

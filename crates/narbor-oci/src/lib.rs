@@ -19,6 +19,7 @@ mod index;
 mod legacy;
 mod ops;
 mod reference;
+mod retry;
 mod snapshot;
 mod time;
 mod upload;
@@ -28,7 +29,7 @@ mod writer;
 mod tests;
 
 pub use auth::Credentials;
-pub use client::{ClientStats, RegistryClient, RetryPolicy};
+pub use client::{ClientStats, RegistryClient};
 pub use digest::Digest;
 pub use error::OciError;
 pub use format::{
@@ -39,6 +40,7 @@ pub use format::{
 pub use index::{BlobRef, CacheIndex, Fragment, IndexEntry, IndexReader, RefreshStats};
 pub use legacy::{LegacyEntryDoc, LegacyIndexDoc};
 pub use reference::StoreRef;
+pub use retry::RetryPolicy;
 pub use time::{now_unix, parse_utc_timestamp, utc_timestamp};
 pub use upload::BlobUpload;
 pub use writer::{nar_media_type, write_fragments, NewEntry, WrittenFragment};

@@ -18,6 +18,7 @@ use reqwest::header;
 use reqwest::{Method, RequestBuilder, Url};
 
 use crate::client::{error_detail, status_error};
+use crate::retry::Attempt;
 use crate::{Digest, OciError, RegistryClient};
 
 /// Blobs up to this size go up in one PUT; larger ones in chunks of this size.
@@ -77,23 +78,28 @@ impl RegistryClient {
         s.bytes_uploaded.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Runs a whole upload, `f`, again from its POST when the registry
+    /// failed it, as the client's [`RetryPolicy`](crate::RetryPolicy) allows.
     async fn with_restarts<F, Fut>(&self, digest: &Digest, f: F) -> Result<(), OciError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), OciError>>,
     {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match f().await {
-                Ok(()) => return Ok(()),
-                Err(e @ (OciError::Transport { .. } | OciError::Status { .. })) if attempt < 3 => {
-                    tracing::warn!(%digest, error = %e, "upload failed; starting it again");
-                    tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+        let op = format!("uploading {digest}");
+        let f = &f;
+        self.retry_policy()
+            .run(&op, &self.stats().retries, || async move {
+                match f().await {
+                    Ok(()) => Ok(Attempt::Done(())),
+                    Err(e) if e.may_pass_on_restart() => Ok(Attempt::Retry {
+                        why: format!("the upload failed, starting it again: {e}"),
+                        last: Err(e),
+                        retry_after: None,
+                    }),
+                    Err(e) => Err(e),
                 }
-                Err(e) => return Err(e),
-            }
-        }
+            })
+            .await
     }
 
     /// Opens an upload session that [`BlobUpload::append`] feeds.

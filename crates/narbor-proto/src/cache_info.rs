@@ -51,7 +51,34 @@ pub enum CacheInfoError {
     },
 }
 
-const KNOWN: [&str; 3] = ["StoreDir", "WantMassQuery", "Priority"];
+/// The fields this module knows. Every `match` on a key is exhaustive, so
+/// a new variant must be given a name and a meaning in [`CacheInfo::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    StoreDir,
+    WantMassQuery,
+    Priority,
+}
+
+impl Key {
+    /// Every key, in declaration order (`ALL[k as usize] == k`).
+    const ALL: [Key; 3] = [Key::StoreDir, Key::WantMassQuery, Key::Priority];
+
+    /// The key as written in a document.
+    fn name(self) -> &'static str {
+        match self {
+            Key::StoreDir => "StoreDir",
+            Key::WantMassQuery => "WantMassQuery",
+            Key::Priority => "Priority",
+        }
+    }
+
+    /// The known key named `name`; None for a field kept as
+    /// [`CacheInfo::unknown`].
+    fn parse(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
 
 impl Default for CacheInfo {
     /// `/nix/store`, no mass queries, no priority.
@@ -72,40 +99,40 @@ impl CacheInfo {
             return Err(CacheInfoError::TooLarge { len: s.len() });
         }
         let mut info = CacheInfo::default();
-        let mut first_line = [0usize; KNOWN.len()];
+        let mut first_line = [0usize; Key::ALL.len()];
         for f in crate::narinfo::kv::fields(s) {
             let f = f.map_err(|(line, source)| CacheInfoError::Line { line, source })?;
-            let Some(idx) = KNOWN.iter().position(|&k| k == f.key) else {
+            let Some(key) = Key::parse(f.key) else {
                 info.unknown.push((f.key.to_owned(), f.value.to_owned()));
                 continue;
             };
-            let (line, field, value) = (f.line, KNOWN[idx], f.value);
-            if first_line[idx] != 0 {
+            let (line, field, value) = (f.line, key.name(), f.value);
+            let first = &mut first_line[key as usize];
+            if *first != 0 {
                 return Err(CacheInfoError::Duplicate {
                     line,
                     field,
-                    first: first_line[idx],
+                    first: *first,
                 });
             }
-            first_line[idx] = line;
+            *first = line;
             let invalid = |expected| CacheInfoError::InvalidValue {
                 line,
                 field,
                 value: truncate(value),
                 expected,
             };
-            match field {
-                "StoreDir" if value.starts_with('/') => value.clone_into(&mut info.store_dir),
-                "StoreDir" => return Err(invalid("an absolute path")),
-                "WantMassQuery" => {
+            match key {
+                Key::StoreDir if value.starts_with('/') => value.clone_into(&mut info.store_dir),
+                Key::StoreDir => return Err(invalid("an absolute path")),
+                Key::WantMassQuery => {
                     info.want_mass_query = match value {
                         "1" => true,
                         "0" => false,
                         _ => return Err(invalid("1 or 0")),
                     }
                 }
-                _ => {
-                    // "Priority"
+                Key::Priority => {
                     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
                         return Err(invalid("a non-negative integer"));
                     }
@@ -224,5 +251,13 @@ mod tests {
             CacheInfo::parse(&"X: y\n".repeat(20_000)),
             Err(CacheInfoError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn keys_are_listed_once_in_order_and_named_back() {
+        for (i, key) in Key::ALL.into_iter().enumerate() {
+            assert_eq!(key as usize, i, "{key:?}");
+            assert_eq!(Key::parse(key.name()), Some(key));
+        }
     }
 }

@@ -14,6 +14,7 @@ use sha2::Digest;
 use thiserror::Error;
 
 use crate::nixbase32;
+use crate::store_path::truncate;
 
 /// Length of a sha256 digest in bytes.
 pub const SHA256_LEN: usize = 32;
@@ -106,10 +107,6 @@ impl Sha256 {
             base64::engine::general_purpose::STANDARD.encode(self.0)
         )
     }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(100).collect()
 }
 
 fn decode_hex(s: &str) -> Option<[u8; SHA256_LEN]> {

@@ -123,20 +123,84 @@ pub enum FieldError {
     StorePath(#[from] StorePathError),
 }
 
-/// The fields that may appear once, in Nix's print order.
-const SINGLE: [&str; 11] = [
-    "StorePath",
-    "URL",
-    "Compression",
-    "FileHash",
-    "FileSize",
-    "NarHash",
-    "NarSize",
-    "References",
-    "Deriver",
-    "System",
-    "CA",
-];
+/// The fields this module knows, in Nix's print order. Every `match` on a
+/// key is exhaustive, so a new variant must be given a name, a rule for
+/// repeating, and a meaning in [`NarInfo::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    StorePath,
+    Url,
+    Compression,
+    FileHash,
+    FileSize,
+    NarHash,
+    NarSize,
+    References,
+    Deriver,
+    System,
+    Sig,
+    Ca,
+}
+
+impl Key {
+    /// Every key, in declaration order (`ALL[k as usize] == k`).
+    const ALL: [Key; 12] = [
+        Key::StorePath,
+        Key::Url,
+        Key::Compression,
+        Key::FileHash,
+        Key::FileSize,
+        Key::NarHash,
+        Key::NarSize,
+        Key::References,
+        Key::Deriver,
+        Key::System,
+        Key::Sig,
+        Key::Ca,
+    ];
+
+    /// The key as written in a document.
+    fn name(self) -> &'static str {
+        match self {
+            Key::StorePath => "StorePath",
+            Key::Url => "URL",
+            Key::Compression => "Compression",
+            Key::FileHash => "FileHash",
+            Key::FileSize => "FileSize",
+            Key::NarHash => "NarHash",
+            Key::NarSize => "NarSize",
+            Key::References => "References",
+            Key::Deriver => "Deriver",
+            Key::System => "System",
+            Key::Sig => "Sig",
+            Key::Ca => "CA",
+        }
+    }
+
+    /// The known key named `name`; None for a field this module keeps as
+    /// [`NarInfo::unknown`].
+    fn parse(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// True when a second line of this key is an error; `Sig` repeats.
+    fn once(self) -> bool {
+        match self {
+            Key::Sig => false,
+            Key::StorePath
+            | Key::Url
+            | Key::Compression
+            | Key::FileHash
+            | Key::FileSize
+            | Key::NarHash
+            | Key::NarSize
+            | Key::References
+            | Key::Deriver
+            | Key::System
+            | Key::Ca => true,
+        }
+    }
+}
 
 fn parse_u64(value: &str) -> Result<u64, FieldError> {
     // `u64::from_str` takes a leading '+'; Nix's writers never do.
@@ -238,7 +302,7 @@ impl NarInfo {
             return Err(NarInfoError::TooLarge { len: s.len() });
         }
         let mut quirks = Quirks::default();
-        let mut first_line = [0usize; SINGLE.len()];
+        let mut first_line = [0usize; Key::ALL.len()];
         let mut store_path = None;
         let mut url = None;
         let mut compression = None;
@@ -256,54 +320,54 @@ impl NarInfo {
         for f in kv::fields(s) {
             let f = f.map_err(|(line, source)| NarInfoError::Line { line, source })?;
             let (line, value) = (f.line, f.value);
-            if f.key == "Sig" {
-                sigs.push(value.to_owned());
-                continue;
-            }
-            let Some(idx) = SINGLE.iter().position(|&k| k == f.key) else {
+            let Some(key) = Key::parse(f.key) else {
                 unknown.push((f.key.to_owned(), value.to_owned()));
                 continue;
             };
-            let field = SINGLE[idx];
-            if first_line[idx] != 0 {
-                return Err(NarInfoError::Duplicate {
-                    line,
-                    field,
-                    first: first_line[idx],
-                });
+            let field = key.name();
+            if key.once() {
+                let first = &mut first_line[key as usize];
+                if *first != 0 {
+                    return Err(NarInfoError::Duplicate {
+                        line,
+                        field,
+                        first: *first,
+                    });
+                }
+                *first = line;
             }
-            first_line[idx] = line;
             let err = |source: FieldError| NarInfoError::Field {
                 line,
                 field,
                 source,
             };
-            match field {
-                "StorePath" => {
+            match key {
+                Key::StorePath => {
                     store_path =
                         Some(StorePath::from_absolute_path(value).map_err(|e| err(e.into()))?);
                 }
-                "URL" if value.is_empty() => return Err(err(FieldError::Empty)),
-                "URL" => url = Some(value.to_owned()),
-                "Compression" => compression = Some(value.to_owned()),
-                "FileHash" => file_hash = Some(parse_hash(value, &mut quirks).map_err(err)?),
-                "FileSize" => file_size = Some(parse_u64(value).map_err(err)?),
-                "NarHash" => nar_hash = Some(parse_hash(value, &mut quirks).map_err(err)?),
-                "NarSize" => match parse_u64(value).map_err(err)? {
+                Key::Url if value.is_empty() => return Err(err(FieldError::Empty)),
+                Key::Url => url = Some(value.to_owned()),
+                Key::Compression => compression = Some(value.to_owned()),
+                Key::FileHash => file_hash = Some(parse_hash(value, &mut quirks).map_err(err)?),
+                Key::FileSize => file_size = Some(parse_u64(value).map_err(err)?),
+                Key::NarHash => nar_hash = Some(parse_hash(value, &mut quirks).map_err(err)?),
+                Key::NarSize => match parse_u64(value).map_err(err)? {
                     0 => return Err(err(FieldError::Zero)),
                     n => nar_size = Some(n),
                 },
-                "References" => {
+                Key::References => {
                     for r in value.split_ascii_whitespace() {
                         references.push(StorePath::from_base_name(r).map_err(|e| err(e.into()))?);
                     }
                 }
-                "Deriver" if value == UNKNOWN_DERIVER => quirks.unknown_deriver = true,
-                "Deriver" => {
+                Key::Deriver if value == UNKNOWN_DERIVER => quirks.unknown_deriver = true,
+                Key::Deriver => {
                     deriver = Some(StorePath::from_base_name(value).map_err(|e| err(e.into()))?);
                 }
-                "System" => system = Some(value.to_owned()),
-                _ => ca = Some(value.to_owned()), // "CA", the last of SINGLE
+                Key::System => system = Some(value.to_owned()),
+                Key::Sig => sigs.push(value.to_owned()),
+                Key::Ca => ca = Some(value.to_owned()),
             }
         }
 

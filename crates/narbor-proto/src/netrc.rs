@@ -171,7 +171,11 @@ fn tokenize(text: &str) -> Result<Vec<Token>, UnclosedQuote> {
                     text.push(c);
                 }
             }
-            text.truncate(MAX_NETRC_TOKEN);
+            // curl's limit is in bytes: cut at the last whole character
+            // below it (`String::truncate` panics inside one).
+            while text.len() > MAX_NETRC_TOKEN {
+                text.pop();
+            }
             let is_macdef = !quoted && text.eq_ignore_ascii_case("macdef");
             tokens.push(Token { text, quoted });
             if is_macdef {
@@ -269,5 +273,16 @@ mod tests {
             !shown.contains('p') || !shown.contains("password"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn bug_token_cut_inside_a_character_panicked() {
+        // 4095 bytes, then a 2-byte character across curl's 4096-byte limit.
+        let long = format!("{}é", "a".repeat(MAX_NETRC_TOKEN - 1));
+        let n = Netrc::parse(&format!("machine m password {long}")).unwrap();
+        assert_eq!(pair(&n, "m"), Some(("", &long[..MAX_NETRC_TOKEN - 1])));
+        let exact = "a".repeat(MAX_NETRC_TOKEN + 3);
+        let n = Netrc::parse(&format!("machine m password {exact}")).unwrap();
+        assert_eq!(pair(&n, "m"), Some(("", &exact[..MAX_NETRC_TOKEN])));
     }
 }

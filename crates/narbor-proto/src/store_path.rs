@@ -61,16 +61,9 @@ pub enum NameError {
     InvalidChar { char: char, position: usize },
 }
 
-/// Truncates untrusted input for an error message.
+/// Untrusted input as this crate's errors quote it: 100 characters at most.
 pub(crate) fn truncate(s: &str) -> String {
-    const MAX: usize = 100;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(MAX).collect();
-        t.push('…');
-        t
-    }
+    crate::text::shorten(s, 100)
 }
 
 /// True for the characters Nix allows in a store path name.

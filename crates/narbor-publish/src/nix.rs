@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use narbor_proto::text::shorten;
 use narbor_proto::{Sha256, StorePath};
 use serde::Deserialize;
 
@@ -61,7 +62,7 @@ pub fn root_paths(paths: &[String]) -> Vec<StorePath> {
 const BATCH: usize = 500;
 
 fn run(cmd: &mut Command) -> Result<Vec<u8>, PublishError> {
-    let name = format!("{cmd:?}").chars().take(200).collect::<String>();
+    let name = shorten(&format!("{cmd:?}"), 200);
     let out = cmd.output().map_err(|e| PublishError::Nix {
         command: name.clone(),
         detail: format!("cannot run it: {e} (is Nix installed?)"),

@@ -332,9 +332,7 @@ async fn prepare_one(
 ) -> Result<(NewEntry, bool), PublishError> {
     match stream_one(client, info, opts, pool).await {
         // Only what another attempt may cure (as `upload_blob_file` retries).
-        Err(Streaming::UploadFailed(
-            e @ (OciError::Transport { .. } | OciError::Status { .. }),
-        )) => {
+        Err(Streaming::UploadFailed(e)) if e.may_pass_on_restart() => {
             tracing::warn!(
                 path = %info.path.to_absolute_path(),
                 error = %e,

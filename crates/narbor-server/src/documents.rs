@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use narbor_proto::nar::listing;
 use narbor_proto::{CacheUrl, NarInfo};
 
 use crate::app::{FillError, FillReport, Server};
@@ -157,7 +158,13 @@ impl Server {
                     None => Ok(Bytes::from(served)),
                 }
             }
-            CacheUrl::Listing(_) | CacheUrl::Realisation { .. } => {
+            CacheUrl::Listing(_) => {
+                // Not serde_json: Nix writes names as raw bytes (a `.ls` need
+                // not be UTF-8) and serde_json stops at 62 directories deep.
+                listing::parse_json(&body).map_err(|e| format!("invalid listing: {e}"))?;
+                Ok(body)
+            }
+            CacheUrl::Realisation { .. } => {
                 serde_json::from_slice::<serde_json::Value>(&body)
                     .map_err(|e| format!("not JSON: {e}"))?;
                 Ok(body)

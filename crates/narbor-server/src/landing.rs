@@ -2,13 +2,7 @@
 //! to point Nix at it. No external assets.
 
 use crate::app::Server;
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::dashboard::escape;
 
 pub fn page(server: &Server) -> String {
     let stats = server.store.stats();

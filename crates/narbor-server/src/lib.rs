@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 pub use app::Server;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credentials::{Credential, Credentials, Netrc};
-pub use dashboard::Snapshot;
+pub use dashboard::{human_bytes, Snapshot};
 pub use metrics::{MetricsSource, Sample, SampleKind};
 pub use status::CacheStatus;
 pub use tls::{Tls, TlsError, TlsFiles};

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use narbor_proto::http_status::Presence;
 use thiserror::Error;
 
 use crate::credentials::{Credential, Credentials};
@@ -421,9 +422,9 @@ impl Upstreams {
     }
 
     /// One request to `url` on behalf of upstream `index`, counted in its
-    /// metrics: 200 is taken by `take`, 404 and 410 (and 403, which S3
-    /// answers for objects that do not exist) are not found, anything else
-    /// failed.
+    /// metrics: 200 is taken by `take`, what Nix reads as absent (404, 410,
+    /// and 403, which S3 answers for objects that do not exist; see
+    /// [`Presence::of_status`]) is not found, anything else failed.
     async fn fetch_url<T, F, Fut>(
         &self,
         index: usize,
@@ -449,19 +450,12 @@ impl Upstreams {
             stats.observe_latency(sent.elapsed());
         }
         let failure = match result {
-            Ok(resp)
-                if matches!(
-                    resp.status(),
-                    reqwest::StatusCode::NOT_FOUND
-                        | reqwest::StatusCode::GONE
-                        | reqwest::StatusCode::FORBIDDEN
-                ) =>
-            {
-                stats.record(UpstreamResult::NotFound, None);
-                return Lookup::NotFound;
-            }
-            Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
-                match take(index, upstream, resp).await {
+            Ok(resp) => match Presence::of_status(resp.status().as_u16()) {
+                Presence::Absent => {
+                    stats.record(UpstreamResult::NotFound, None);
+                    return Lookup::NotFound;
+                }
+                Presence::Present => match take(index, upstream, resp).await {
                     Ok(value) => {
                         stats.record(UpstreamResult::Found, None);
                         return Lookup::Found {
@@ -470,11 +464,11 @@ impl Upstreams {
                         };
                     }
                     Err(e) => e,
-                }
-            }
-            Ok(resp) => UpstreamError::Status {
-                upstream,
-                status: resp.status().as_u16(),
+                },
+                Presence::Failed => UpstreamError::Status {
+                    upstream,
+                    status: resp.status().as_u16(),
+                },
             },
             Err(e) => transport(upstream, &e),
         };

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+use narbor_proto::text::shorten;
+
 use crate::error::StoreError;
 
 /// The longest key accepted, in bytes.
@@ -102,11 +104,10 @@ fn allowed_byte(b: u8) -> bool {
 }
 
 fn invalid(key: &str, reason: &'static str) -> StoreError {
-    let mut shown: String = key.chars().take(SHOWN_KEY_LEN).collect();
-    if shown.len() < key.len() {
-        shown.push('…');
+    StoreError::InvalidKey {
+        key: shorten(key, SHOWN_KEY_LEN),
+        reason,
     }
-    StoreError::InvalidKey { key: shown, reason }
 }
 
 #[cfg(test)]

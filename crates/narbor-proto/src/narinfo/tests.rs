@@ -421,7 +421,7 @@ fn error_missing_required_fields() {
 
 #[test]
 fn error_duplicate_fields() {
-    for field in SINGLE {
+    for field in Key::ALL.into_iter().filter(|k| k.once()).map(Key::name) {
         let doc = format!("{ASSIMP}{field}: x\n");
         match NarInfo::parse(&doc) {
             Err(NarInfoError::Duplicate {
@@ -645,4 +645,14 @@ fn removing_a_field_removes_only_its_lines() {
     let out = NarInfo::without_field(&decoy, "FileHash");
     assert!(out.contains("X-Note: FileHash: x\n"));
     assert_eq!(NarInfo::without_field("", "URL"), "");
+}
+
+#[test]
+fn keys_are_listed_once_in_order_and_named_back() {
+    for (i, key) in Key::ALL.into_iter().enumerate() {
+        assert_eq!(key as usize, i, "{key:?}");
+        assert_eq!(Key::parse(key.name()), Some(key));
+    }
+    assert_eq!(Key::parse("Sig").map(Key::once), Some(false));
+    assert_eq!(Key::parse("ca"), None, "keys are case-sensitive, as in Nix");
 }

@@ -9,6 +9,8 @@ use crate::metrics::Minute;
 /// Seconds between reloads.
 pub const REFRESH_SECONDS: u32 = 10;
 
+/// Text made safe inside HTML elements and double-quoted attributes (this
+/// page's and the landing page's).
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -16,7 +18,8 @@ pub fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `1536` → `1.5 KiB`.
+/// `1536` → `1.5 KiB`: a byte count for people, on this page and in
+/// `narbor push`'s summary.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -399,6 +402,7 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(human_bytes(3 << 50), "3.0 PiB");
         assert_eq!(percent(Some(2.0 / 3.0)), "66.7%");
         assert_eq!(percent(None), "–");
         assert_eq!(ago(100, Some(40)), "1 min ago");

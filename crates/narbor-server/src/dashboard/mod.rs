@@ -12,7 +12,7 @@ use crate::app::Server;
 use crate::metrics::{FailReason, FillKind, FillOutcome, Minute, Route};
 use crate::status::CacheStatus;
 
-pub use html::page;
+pub use html::{escape, human_bytes, page};
 
 /// Everything `/status` shows, read at one moment.
 #[derive(Debug, Clone, Serialize)]

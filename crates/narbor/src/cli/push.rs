@@ -9,8 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use narbor_proto::SecretKey;
 use narbor_publish::{Compression, Event, PushOptions, Reporter};
+use narbor_server::human_bytes;
 
-use super::oci::{client, human_bytes, runtime};
+use super::oci::{client, runtime};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

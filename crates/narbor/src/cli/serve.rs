@@ -96,8 +96,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let server =
             Server::new(config, Arc::clone(&store)).context("setting up the upstream client")?;
         let stats = store.stats();
+        // What was bound, not what was asked (`--listen 127.0.0.1:0`).
+        let bound: Vec<String> = listeners
+            .iter()
+            .filter_map(|(l, protocol)| {
+                let scheme = match protocol {
+                    Protocol::Https(_) => "https",
+                    Protocol::Http | Protocol::RedirectToHttps { .. } => "http",
+                };
+                Some(format!("{scheme}://{}", l.local_addr().ok()?))
+            })
+            .collect();
         tracing::info!(
             ?listen,
+            ?bound,
             upstreams = ?server.upstream_names(),
             cache_dir = %cache_dir.display(),
             objects = stats.objects,
@@ -182,7 +194,12 @@ async fn with_protocols(
     let Some(tls) = tls else {
         return Ok(listeners.into_iter().map(|l| (l, Protocol::Http)).collect());
     };
-    let https_port = listen.first().map_or(443, SocketAddr::port);
+    // The port bound, not the one asked for (`:0` binds a free one).
+    let https_port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .or_else(|| listen.first().copied())
+        .map_or(443, |a| a.port());
     let mut all: Vec<_> = listeners
         .into_iter()
         .map(|l| (l, Protocol::Https(Arc::clone(tls))))

@@ -116,10 +116,15 @@ fn sigterm_stops_accepting_finishes_transfers_and_exits_zero() {
     let n = conn.read(&mut first).unwrap();
     assert!(n > 0);
     narbor.sigterm();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(
-        std::net::TcpStream::connect(narbor.addr).is_err(),
-        "no new connections once stopping"
+    wait_for(
+        "no new connections once stopping",
+        std::time::Duration::from_secs(10),
+        || narbor.log_text(),
+        || {
+            std::net::TcpStream::connect(narbor.addr)
+                .is_err()
+                .then_some(())
+        },
     );
     let mut rest = Vec::new();
     conn.read_to_end(&mut rest).unwrap();

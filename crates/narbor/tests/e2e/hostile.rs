@@ -283,7 +283,12 @@ fn a_dripping_upstream_holds_up_no_one_else() {
         let (narbor, slow) = (Arc::clone(&narbor), slow.clone());
         std::thread::spawn(move || narbor.get(&format!("/{slow}")))
     };
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_for(
+        "the dripping fill to start",
+        std::time::Duration::from_secs(10),
+        || narbor.log_text(),
+        || (upstream.requests(&slow) == 1).then_some(()),
+    );
     for _ in 0..5 {
         assert_eq!(narbor.get(&format!("/{fast}")).status, 200);
         assert_eq!(narbor.get("/nix-cache-info").status, 200);
@@ -577,28 +582,31 @@ impl TlsUpstream {
         use crate::tls::helpers::{issue, make_ca, KeyKind};
         let ca = make_ca(work, "upstream");
         let (cert, key) = issue(work, &ca, "upstream-server", KeyKind::Rsa);
-        let port = free_port();
+        // Without -quiet, s_server says the port it bound: `ACCEPT 127.0.0.1:PORT`.
+        let out = work.join("s_server.out");
         let child = std::process::Command::new("openssl")
-            .args(["s_server", "-quiet", "-WWW", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
+            .args(["s_server", "-WWW", "-accept", "127.0.0.1:0"])
             .arg("-cert")
             .arg(&cert)
             .arg("-key")
             .arg(&key)
             .current_dir(root)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("openssl s_server");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "s_server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        let text = || std::fs::read_to_string(&out).unwrap_or_default();
+        let port: u16 = wait_for(
+            "s_server to listen",
+            std::time::Duration::from_secs(10),
+            text,
+            || {
+                text()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ACCEPT 127.0.0.1:")?.trim().parse().ok())
+            },
+        );
         TlsUpstream {
             child,
             url: format!("https://127.0.0.1:{port}"),
@@ -736,7 +744,12 @@ fn a_slow_reader_never_holds_a_fill_hostage() {
         }
         total
     });
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    wait_for(
+        "the slow client's fill to start",
+        std::time::Duration::from_secs(10),
+        || narbor.log_text(),
+        || (upstream.requests(&key) == 1).then_some(()),
+    );
     // A fast client of the same fill gets everything while the slow one crawls.
     let fast = narbor.get(&format!("/{key}"));
     assert_eq!((fast.status, fast.complete), (200, true));

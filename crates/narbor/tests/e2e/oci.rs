@@ -784,7 +784,8 @@ fn upstream_paths_are_skipped_and_an_unreachable_upstream_only_warns() {
     let hash = &Path::new(&leaf).file_name().unwrap().to_string_lossy()[..32];
     std::fs::write(dir.join(format!("{hash}.narinfo")), "StorePath: x\n").unwrap();
     let upstream = crate::upstream::Upstream::start(dir);
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let refused = RefusedAddr::bind();
+    let dead = format!("http://{}", refused.addr);
 
     // Paths come from standard input.
     let mut cmd = push_cmd(&env, &store);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use narbor_proto::hash::HashingCounter;
-use narbor_proto::Sha256;
+use narbor_proto::{nar, Sha256};
 
 use crate::support::*;
 
@@ -119,7 +119,62 @@ fn nar_listing_equals_what_nix_copy_writes() {
             "listing of {}",
             info.store_path
         );
+        // And Nix's listing reads back as the tree narbor finds in the NAR.
+        let summary = nar::validate(std::fs::File::open(&nar).unwrap(), true).unwrap();
+        assert_eq!(
+            nar::listing::parse_json(&expected),
+            Ok(summary.listing.unwrap()),
+            "Nix's listing of {}",
+            info.store_path
+        );
     }
+}
+
+/// Regression: narbor checked a `.ls` from upstream with serde_json, which
+/// refuses the raw bytes Nix writes for a name that is not UTF-8 and stops
+/// at 62 directories deep, so such listings were refused. Now the listing
+/// parser checks them.
+#[test]
+fn listings_of_odd_trees_that_nix_writes_are_served() {
+    let env = NixEnv::new();
+    let deep = "d/".repeat(70);
+    let path = env.build(
+        "narbor-fixture-odd-listing",
+        &format!(
+            "set -e\n/bin/mkdir -p $out/{deep}\necho x > $out/{deep}leaf\necho x > \"$out/caf$(printf '\\351')\"\n"
+        ),
+        &[],
+    );
+    let cache = env.file_cache(
+        "odd-listing",
+        "compression=none&write-nar-listing=true",
+        &[&path],
+    );
+    let hash = &path.file_name().unwrap().to_string_lossy()[..32];
+    let listing = std::fs::read(cache.join(format!("{hash}.ls"))).unwrap();
+    assert!(
+        std::str::from_utf8(&listing).is_err(),
+        "Nix wrote the name's raw bytes"
+    );
+    let nar_file = cache.join(format!("{hash}.narinfo"));
+    let info = narbor_proto::NarInfo::parse(&std::fs::read_to_string(nar_file).unwrap()).unwrap();
+    let summary = nar::validate(std::fs::File::open(cache.join(&info.url)).unwrap(), true).unwrap();
+    assert_eq!(
+        nar::listing::parse_json(&listing),
+        Ok(summary.listing.unwrap())
+    );
+
+    let upstream = crate::upstream::Upstream::start(cache);
+    let dir = tempfile::tempdir().unwrap();
+    let narbor = NarborServer::start(&dir.path().join("cache"), &["--upstream", &upstream.url()]);
+    let got = narbor.get(&format!("/{hash}.ls"));
+    assert_eq!(
+        (got.status, got.body == listing),
+        (200, true),
+        "{}",
+        narbor.log_text()
+    );
+    assert_eq!(narbor.get(&format!("/{hash}.ls")).cache_status(), "HIT");
 }
 
 #[test]

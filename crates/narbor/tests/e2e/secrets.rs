@@ -90,7 +90,8 @@ fn credentials_reach_only_their_host_and_are_never_shown() {
     let a = guarded("127.0.0.1", "/mycache", of(0), basic("alice", URL_PASSWORD));
     let b = guarded("127.0.0.1", "", of(1), basic("bob", NETRC_PASSWORD));
     let c = guarded("127.0.0.2", "", of(2), format!("Bearer {TOKEN}"));
-    let dead_port = free_port();
+    let dead = RefusedAddr::bind();
+    let dead_port = dead.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let netrc = dir.path().join("netrc");
     std::fs::write(

@@ -172,7 +172,10 @@ pub fn tree_fixture(env: &NixEnv) -> PathBuf {
     env.build("narbor-fixture-tree", TREE_SCRIPT, &[])
 }
 
-/// A free loopback port (bound and released; a tiny race that tests accept).
+/// A free loopback port, bound and released: another process may take it
+/// before the caller binds it. Only for programs that cannot listen on port 0
+/// and say which port they got (docker-registry, and narbor's HTTPS port when
+/// its redirect listener must name it); everything else listens on port 0.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -181,8 +184,73 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback address where nothing listens, held for as long as it lives:
+/// a bound socket that never listens, so connections to it are refused and
+/// no other process can take the port meanwhile.
+pub struct RefusedAddr {
+    pub addr: std::net::SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl RefusedAddr {
+    pub fn bind() -> RefusedAddr {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        RefusedAddr {
+            addr,
+            _socket: socket,
+        }
+    }
+}
+
+/// Calls `f` every 20 ms until it returns `Some`, and returns that; after
+/// `timeout`, panics with `what` and whatever `context` says then.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The URLs `narbor serve` bound, from the `bound` field of its "narbor
+/// serving" log line in `log`; None until that line is there.
+pub fn serving_urls(log: &str) -> Option<Vec<String>> {
+    let line = log.lines().find(|l| l.contains("narbor serving"))?;
+    let list = line.split_once("bound=[")?.1.split_once(']')?.0;
+    Some(
+        list.split(", ")
+            .map(|u| u.trim_matches('"').to_owned())
+            .collect(),
+    )
+}
+
+/// A log file name no other server of this test run uses.
+pub fn unique_log_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}.log")
+}
+
 /// A running `narbor serve`, killed when dropped.
 pub struct NarborServer {
+    /// Where it listens: port 0 asked, this port bound.
     pub addr: std::net::SocketAddr,
     pub cache_dir: PathBuf,
     pub args: Vec<String>,
@@ -193,17 +261,20 @@ pub struct NarborServer {
 }
 
 impl NarborServer {
-    /// Starts `narbor serve --listen 127.0.0.1:PORT --cache-dir DIR ARGS...` and
-    /// waits until it answers `/health`.
+    /// Starts `narbor serve --listen 127.0.0.1:0 --cache-dir DIR ARGS...`,
+    /// reads the port it bound from its log and waits until it answers
+    /// `/health`.
     pub fn start(cache_dir: &Path, args: &[&str]) -> NarborServer {
         Self::start_with_env(cache_dir, args, &[])
     }
 
     /// Like [`start`](Self::start), with extra environment variables for narbor.
     pub fn start_with_env(cache_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NarborServer {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let name = cache_dir
+            .file_name()
+            .map_or("cache".into(), |n| n.to_string_lossy());
         let mut server = NarborServer {
-            addr,
+            addr: ([127, 0, 0, 1], 0).into(),
             cache_dir: cache_dir.to_owned(),
             args: args.iter().map(|s| s.to_string()).collect(),
             env: env
@@ -211,22 +282,25 @@ impl NarborServer {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             child: None,
-            log: cache_dir.with_extension(format!("{}.log", addr.port())),
+            log: cache_dir.with_file_name(unique_log_name(&name)),
         };
         server.spawn();
         server
     }
 
+    /// Starts narbor on a port of its choosing, and waits until it serves.
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        // This run's lines: a restart appends to the same log.
+        let from = log.metadata().unwrap().len() as usize;
         let child = narbor()
             .arg("serve")
             .arg("--listen")
-            .arg(self.addr.to_string())
+            .arg("127.0.0.1:0")
             .arg("--cache-dir")
             .arg(&self.cache_dir)
             .args(&self.args)
@@ -236,29 +310,39 @@ impl NarborServer {
             .stderr(log)
             .spawn()
             .expect("start narbor serve");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
-                use std::io::{Read, Write};
-                let _ =
-                    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
-                    return;
-                }
+        let log_path = self.log.clone();
+        let log_text = move || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let child = self.child.insert(child);
+        let mut running = || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("narbor serve exited with {status}:\n{}", log_text());
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("narbor serve exited with {status}:\n{}", self.log_text());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "narbor did not start:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(30));
-        }
+        };
+        let timeout = std::time::Duration::from_secs(20);
+        let urls = wait_for("narbor to listen", timeout, &log_text, || {
+            running();
+            serving_urls(log_text().get(from..)?)
+        });
+        let url = urls.first().expect("narbor bound an address");
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("narbor serves {url}, not plain HTTP"));
+        wait_for("narbor to answer /health", timeout, &log_text, || {
+            use std::io::{Read, Write};
+            running();
+            let mut s = std::net::TcpStream::connect(addr).ok()?;
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            buf.starts_with("HTTP/1.1 200").then_some(())
+        });
+        self.addr = addr;
+    }
+
+    /// The process id of the running narbor.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn url(&self) -> String {
@@ -301,6 +385,8 @@ impl NarborServer {
         self.child.take().expect("running").wait().unwrap()
     }
 
+    /// `kill -9`, then start again on a new port (the old one may have
+    /// been taken meanwhile): [`addr`](Self::addr) changes.
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();

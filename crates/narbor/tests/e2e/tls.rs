@@ -218,18 +218,22 @@ fn the_redirect_listener_sends_every_request_to_https() {
     let dir = tempfile::tempdir().unwrap();
     let ca = make_ca(dir.path(), "redirect");
     let (cert, key) = issue(dir.path(), &ca, "narbor-redirect", KeyKind::Pkcs8);
-    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let narbor = TlsNarbor::start(
+    // narbor redirects to the HTTPS port it was told (not the one it bound),
+    // so that one is chosen here; the redirect listener takes any port.
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let narbor = TlsNarbor::start_on(
+        https,
         dir.path(),
         &cert,
         &key,
-        &[
-            "--no-upstream",
-            "--http-redirect-listen",
-            &plain.to_string(),
-        ],
+        &["--no-upstream", "--http-redirect-listen", "127.0.0.1:0"],
     );
     let port = narbor.addr.port();
+    let plain: SocketAddr = narbor
+        .bound
+        .iter()
+        .find_map(|u| u.strip_prefix("http://")?.parse().ok())
+        .expect("the redirect listener");
     let ask = |host: &str, path: &str| {
         let out = run_ok(
             Command::new("curl")
@@ -282,8 +286,7 @@ fn bad_tls_settings_are_clear_errors() {
             narbor()
                 .args(["serve", "--no-upstream", "--cache-dir"])
                 .arg(d.join("cache"))
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{}", free_port()))
+                .args(["--listen", "127.0.0.1:0"])
                 .args(args),
         );
         assert_eq!(out.status.code(), Some(2));
@@ -349,24 +352,7 @@ fn bad_tls_settings_are_clear_errors() {
 fn sighup_without_tls_is_logged_and_does_not_stop_narbor() {
     let dir = tempfile::tempdir().unwrap();
     let narbor = NarborServer::start(&dir.path().join("cache"), &["--no-upstream"]);
-    // The process listening there, found by its command line.
-    let listen = narbor.addr.to_string();
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-                args.get(1) == Some(&&b"serve"[..])
-                    && args
-                        .windows(2)
-                        .any(|w| w == [&b"--listen"[..], listen.as_bytes()])
-            })
-        })
-        .expect("narbor's process")
-        .file_name()
-        .to_string_lossy()
-        .into_owned();
+    let pid = narbor.pid().to_string();
     run_ok(Command::new("kill").args(["-HUP", &pid]));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !narbor.log_text().contains("SIGHUP: nothing to reload") {

@@ -52,6 +52,8 @@ pub struct Upstream {
     pub root: PathBuf,
     state: Arc<Mutex<State>>,
     stopped: Arc<AtomicBool>,
+    /// The accept loop; it ends, dropping the listener, once `stopped`.
+    accept: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Upstream {
@@ -62,7 +64,7 @@ impl Upstream {
         let state = Arc::new(Mutex::new(State::default()));
         let stopped = Arc::new(AtomicBool::new(false));
         let (st, stop, dir) = (Arc::clone(&state), Arc::clone(&stopped), root.clone());
-        std::thread::spawn(move || {
+        let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
                     return; // dropping the listener closes the port
@@ -77,6 +79,7 @@ impl Upstream {
             root,
             state,
             stopped,
+            accept: Mutex::new(Some(accept)),
         }
     }
 
@@ -121,7 +124,9 @@ impl Upstream {
         self.stopped.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag and drops the listener.
         let _ = TcpStream::connect(self.addr);
-        std::thread::sleep(Duration::from_millis(50));
+        if let Some(accept) = self.accept.lock().unwrap().take() {
+            accept.join().expect("the accept loop");
+        }
     }
 }
 

@@ -133,22 +133,36 @@ pub fn issue(dir: &Path, ca: &Ca, cn: &str, kind: KeyKind) -> (PathBuf, PathBuf)
 
 /// A running `narbor serve` with HTTPS on 127.0.0.1, killed when dropped.
 pub struct TlsNarbor {
+    /// The HTTPS address.
     pub addr: SocketAddr,
+    /// Every URL narbor bound (the HTTPS one, and any redirect listener's).
+    pub bound: Vec<String>,
     child: Child,
     log: PathBuf,
 }
 
 impl TlsNarbor {
-    /// Starts narbor with `--tls-cert cert --tls-key key ARGS...` and waits
+    /// Starts narbor with `--listen 127.0.0.1:0 --tls-cert cert --tls-key
+    /// key ARGS...`, reads the addresses it bound from its log and waits
     /// until it accepts connections.
     pub fn start(dir: &Path, cert: &Path, key: &Path, args: &[&str]) -> TlsNarbor {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.join(format!("narbor-{}.log", addr.port()));
+        Self::start_on("127.0.0.1:0".parse().unwrap(), dir, cert, key, args)
+    }
+
+    /// Like [`start`](Self::start), with HTTPS on `listen`.
+    pub fn start_on(
+        listen: SocketAddr,
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        args: &[&str],
+    ) -> TlsNarbor {
+        let log = dir.join(unique_log_name("narbor"));
         let out = std::fs::File::create(&log).unwrap();
         let child = narbor()
             .arg("serve")
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(listen.to_string())
             .arg("--cache-dir")
             .arg(dir.join("cache"))
             .arg("--tls-cert")
@@ -161,15 +175,28 @@ impl TlsNarbor {
             .stderr(out)
             .spawn()
             .expect("start narbor serve");
-        let mut server = TlsNarbor { addr, child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("narbor serve exited with {status}:\n{}", server.log_text());
-            }
-            assert!(Instant::now() < deadline, "narbor did not start");
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        let mut server = TlsNarbor {
+            addr: listen,
+            bound: Vec::new(),
+            child,
+            log,
+        };
+        let log_path = server.log.clone();
+        let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        let timeout = Duration::from_secs(20);
+        let bound = wait_for("narbor to listen", timeout, log_text, || {
+            server.assert_running();
+            serving_urls(&log_text())
+        });
+        server.addr = bound
+            .iter()
+            .find_map(|u| u.strip_prefix("https://")?.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTPS address in {bound:?}"));
+        server.bound = bound;
+        wait_for("narbor to accept connections", timeout, log_text, || {
+            server.assert_running();
+            std::net::TcpStream::connect(server.addr).ok()
+        });
         server
     }
 
