@@ -526,9 +526,23 @@ fn a_full_disk_passes_nars_through_verified_and_storing_resumes_with_space() {
         "nothing stored"
     );
 
-    // Space returns: after the back-off narbor stores again.
+    // Space returns: once the back-off has passed (5 s; the in-process test
+    // `after_the_store_refused_a_nar_it_is_asked_again_once_the_back_off_passed`
+    // checks its length on a manual clock), narbor stores again. Waited
+    // for by asking until the small NAR is stored.
     disk.resize("64m");
-    std::thread::sleep(std::time::Duration::from_millis(5500));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if narbor.get(&format!("/{small}")).cache_status() == "MISS" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "storing never resumed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(narbor.get(&format!("/{small}")).cache_status(), "HIT");
     let r = narbor.get(&format!("/{big}"));
     assert_eq!(
         (r.status, r.complete, r.cache_status()),
@@ -680,11 +694,11 @@ fn slowloris_connections_are_cut_and_do_not_stop_service() {
         assert_eq!(narbor.get(&format!("/{key}")).status, 200);
         assert_eq!(narbor.get("/health").status, 200);
     }
-    // After the header timeout (10 s) the server has closed them.
-    std::thread::sleep(std::time::Duration::from_secs(12));
+    // The server closes them after the header timeout (10 s; its length is
+    // checked in process, on paused time): each read waits for that close.
     let mut closed = 0;
     for c in &mut lingering {
-        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .unwrap();
         let mut buf = [0u8; 256];
         // Cut: the server ends the connection (EOF or reset), perhaps after

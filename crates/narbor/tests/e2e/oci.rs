@@ -611,11 +611,11 @@ fn gc_dry_run_changes_nothing_and_a_real_run_keeps_the_reachable_and_deletes_the
 #[test]
 fn token_auth_push_and_token_refresh() {
     let env = NixEnv::new();
-    // docker-registry accepts a token up to 60 s after its `exp`: a token
-    // that expired 54 s ago is good for 6 s more. The client is told 300 s,
+    // The client is told every token is good for 300 s. Its cached token is
+    // made bad below by a new signing key (the registry restarted on it),
     // so only a refresh on the registry's 401 gets it past that.
-    let tokens = TokenServer::start(-54, 300);
-    let registry = Registry::start(Auth::Token {
+    let tokens = TokenServer::start(300, 300);
+    let mut registry = Registry::start(Auth::Token {
         realm: tokens.realm(),
         cert: tokens.cert.clone(),
     });
@@ -633,7 +633,9 @@ fn token_auth_push_and_token_refresh() {
             .stats()
             .tokens_fetched
             .load(std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+        tokens.rotate();
+        registry.stop();
+        registry.spawn();
         assert_eq!(
             c.list_tags().await.unwrap().len(),
             1,

@@ -264,6 +264,10 @@ pub struct TokenServer {
     pub addr: SocketAddr,
     pub cert: PathBuf,
     issued: Arc<AtomicUsize>,
+    /// The signing certificate (DER, base64) tokens carry; replaced by
+    /// [`rotate`](Self::rotate).
+    x5c: Arc<std::sync::Mutex<String>>,
+    key: PathBuf,
     _dir: TempDir,
 }
 
@@ -277,39 +281,17 @@ impl TokenServer {
             .unwrap();
         let key = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=narbor-test-token",
-                ])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-        );
-        let der = run_ok(
-            Command::new("openssl")
-                .args(["x509", "-outform", "DER", "-in"])
-                .arg(&cert),
-        )
-        .stdout;
-        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        new_key_and_cert(&key, &cert);
+        let x5c = Arc::new(std::sync::Mutex::new(cert_x5c(&cert)));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let issued = Arc::new(AtomicUsize::new(0));
-        let (iss, keyp) = (Arc::clone(&issued), key.clone());
+        let (iss, x, keyp) = (Arc::clone(&issued), Arc::clone(&x5c), key.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (iss, keyp, x5c) = (Arc::clone(&iss), keyp.clone(), x5c.clone());
+                let (iss, keyp) = (Arc::clone(&iss), keyp.clone());
+                let x5c = x.lock().unwrap().clone();
                 std::thread::spawn(move || {
                     token_connection(conn, &keyp, &x5c, &iss, lifetime, advertised)
                 });
@@ -319,8 +301,18 @@ impl TokenServer {
             addr,
             cert,
             issued,
+            x5c,
+            key,
             _dir: dir,
         }
+    }
+
+    /// A new signing key and certificate, written over the old files: a
+    /// registry restarted on them refuses every token signed before, so a
+    /// client's cached token (which it believes good) meets a 401.
+    pub fn rotate(&self) {
+        new_key_and_cert(&self.key, &self.cert);
+        *self.x5c.lock().unwrap() = cert_x5c(&self.cert);
     }
 
     pub fn realm(&self) -> String {
@@ -330,6 +322,39 @@ impl TokenServer {
     pub fn issued(&self) -> usize {
         self.issued.load(Ordering::SeqCst)
     }
+}
+
+/// A token signing key and its self-signed certificate, made by openssl.
+fn new_key_and_cert(key: &Path, cert: &Path) {
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=narbor-test-token",
+            ])
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert),
+    );
+}
+
+/// The certificate as a JWT's `x5c` carries it.
+fn cert_x5c(cert: &Path) -> String {
+    let der = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(cert),
+    )
+    .stdout;
+    base64::engine::general_purpose::STANDARD.encode(der)
 }
 
 fn b64url(data: &[u8]) -> String {
