@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use narbor_proto::{nixbase32, CacheUrl, NarInfo, SecretKey, Sha256, StorePath, StorePathHash};
+use narbor_proto::{CacheUrl, NarInfo, SecretKey, Sha256, StorePath, StorePathHash};
 use narbor_store::{DiskStore, StoreConfig};
 
 use crate::support::*;
